@@ -1,0 +1,1 @@
+"""Sub-commands of ``clapnb``; each module registers one (see :mod:`clapnb.cli`)."""
