@@ -348,7 +348,9 @@ def predict_files(probe_path: str | os.PathLike, files: Sequence[str | os.PathLi
         k = int(p.argmax())
         rows.append({"path": os.fspath(f), "n_segments": len(waves), "pred": probe.classes[k],
                      "prob": float(p[k]), "probs": p})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["random_weights"] = bool(probe.backbone.get("random_weights", False))
+    return table
 
 
 def probe_classes(present: Sequence[str]) -> list[str]:

@@ -1,0 +1,60 @@
+"""``clapnb probe``: train the paper's linear probe on a run's embeddings; writes probe.json/.pt."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "probe", help="train the linear probe (one linear layer, early stopping) on a run's embeddings",
+        description="Train nn.Linear(dim, n_classes) with Adam on the train split, stop when "
+                    "early_stop accuracy has not improved for --patience epochs (best weights kept), "
+                    "pick hyper-parameters on validation if --grid is given; write DIR/probe.json, "
+                    "DIR/probe.pt and DIR/probe_predictions.parquet.")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder holding segments.parquet and embeddings")
+    # Unset options fall back to clapnb.probe.ProbeConfig's defaults (not imported here: it
+    # pulls in torch/sklearn and would slow down 'clapnb --help').
+    unset = argparse.SUPPRESS
+    p.add_argument("--lr", type=float, default=unset, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=unset, help="mini-batch size (default 32)")
+    p.add_argument("--weight-decay", type=float, default=unset, help="Adam weight decay (default 0)")
+    p.add_argument("--max-epochs", type=int, default=unset, help="epoch limit (default 300)")
+    p.add_argument("--patience", type=int, default=unset,
+                   help="epochs without early-stop accuracy improvement before stopping (default 10, as the paper)")
+    p.add_argument("--seed", type=int, default=unset, help="seed of initialisation, shuffling and bootstrap (default 0)")
+    p.add_argument("--no-standardize", dest="standardize", action="store_false", default=unset,
+                   help="feed raw embeddings (default: z-score with train-split statistics)")
+    p.add_argument("--grid", default=None,
+                   help="hyper-parameter grid selected on validation, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4'")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+    from pathlib import Path
+
+    from clapnb import probe
+
+    given = {f.name: getattr(args, f.name) for f in fields(probe.ProbeConfig) if hasattr(args, f.name)}
+    config = probe.ProbeConfig(**given)
+    grid = probe.parse_grid(args.grid) if args.grid else None
+    record = probe.run_probe(args.run, config, grid)
+    if record["random_weights"]:
+        print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
+    print(f"linear probe on {record['backbone'].get('name')}: {record['head']}")
+    if grid:
+        chosen = {k: record["config"][k] for k in grid}
+        print(f"  grid of {len(record['grid'])} configurations; chosen on validation: {chosen}")
+    print(f"  {record['epochs_run']} epochs, best epoch {record['best_epoch']}"
+          + (" (early stop)" if record["stopped_early"] else " (epoch limit reached)"))
+    for split in ("validation", "test"):
+        m = record["metrics"][split]
+        ci = m["accuracy_ci"]
+        print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
+              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}")
+    if record["classes_without_train_data"]:
+        print(f"  note: no training segments for {', '.join(record['classes_without_train_data'])}")
+    out = Path(args.run)
+    print(f"wrote {out / 'probe.json'}, {out / 'probe.pt'} and {out / 'probe_predictions.parquet'}")
+    return 0

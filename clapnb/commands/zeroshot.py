@@ -1,0 +1,50 @@
+"""``clapnb zeroshot``: classify a run's embeddings against text prompts; writes zeroshot.json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "zeroshot", help="zero-shot classification of a run's embeddings (CLAP backbones only)",
+        description="Compare each segment's audio embedding with text embeddings of the class "
+                    "prompts; write DIR/zeroshot.json (accuracy with bootstrap CI, paper-style and "
+                    "calibrated loss per split) and DIR/zeroshot_predictions.parquet.")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder holding segments.parquet and embeddings")
+    p.add_argument("--template", default=argparse.SUPPRESS,
+                   help="prompt template with one '{}' for the class description "
+                        "(default: msclap's 'this is the sound of {}')")
+    p.add_argument("--ensemble", action="store_true",
+                   help="average the text embeddings of the class prompt and its synonyms")
+    p.add_argument("--classes", choices=("all", "present"), default="all",
+                   help="candidate classes: all 21 of the paper (default) or only those present in the data")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (for the text encoder)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clapnb import zeroshot
+
+    template = getattr(args, "template", zeroshot.DEFAULT_TEMPLATE)
+    record = zeroshot.run_zeroshot(args.run, template=template, ensemble=args.ensemble,
+                                   class_set=args.classes, device=args.device, seed=args.seed,
+                                   if_no_text="record")
+    out = Path(args.run) / "zeroshot.json"
+    if not record["applicable"]:
+        raise zeroshot.ZeroShotNotApplicable(f"{record['reason']} (recorded in {out})")
+    if record["random_weights"]:
+        print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
+    print(f"zero-shot, {len(record['classes'])} classes, template {record['template']!r}"
+          + (" + synonyms" if record["ensemble"] else ""))
+    for split, m in record["metrics"].items():
+        ci = m["accuracy_ci"]
+        cal = "n/a" if m["loss_calibrated"] is None else f"{m['loss_calibrated']:.3f}"
+        print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
+              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss paper-style {m['loss_paper_style']:.3f}"
+              f"  calibrated {cal}")
+    print(f"wrote {out} and {out.with_name('zeroshot_predictions.parquet')}")
+    return 0
