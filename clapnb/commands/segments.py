@@ -1,0 +1,97 @@
+"""``clapnb segments``: recordings -> segments.parquet + dataset.json for one length."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from clapnb.errors import InputError
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--counts wants four whole numbers (train,validation,early_stop,test), got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "segments", help="cut recordings into L-second segments with leakage-free splits",
+        description="Build DIR/segments.parquet and DIR/dataset.json: recordings are split by group "
+                    "(train/validation/early_stop/test), cut into L-s segments, and each class and "
+                    "split is subsampled or topped up with noise-augmented copies to the target counts.")
+    p.add_argument("--data", required=True,
+                   help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
+                        "'esc50:PATH' or 'urbansound8k:PATH' (archive or extracted folder)")
+    p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
+    p.add_argument("--group-column", default=None,
+                   help="manifest column naming the source recording (default: group, else freesound_id, else the file)")
+    p.add_argument("--mapping", default=None,
+                   help="label mapping: built-in name (esc50, urbansound8k, default) or a YAML file")
+    p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
+    p.add_argument("--strict", action="store_true", help="fail on unreadable/empty/NaN files instead of skipping them")
+    p.add_argument("--length", type=float, required=True, help="segment length L in seconds (e.g. 1..10)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--counts", type=_counts, default=(500, 100, 100, 100),
+                   help="segments per class for train,validation,early_stop,test (default 500,100,100,100)")
+    p.add_argument("--hop", type=float, default=None, help="hop between segment starts in s (default: L, no overlap)")
+    p.add_argument("--snr-db", type=float, default=20.0, help="SNR of the Gaussian noise of augmented copies (default 20)")
+    p.add_argument("--drop-empty-classes", action="store_true",
+                   help="leave out classes without audio in some split instead of failing")
+    p.add_argument("--cache-dir", default=None, help="where downloads and extracted archives go (default: pooch cache)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clapnb import datasets, segments
+
+    t0 = time.perf_counter()
+    recordings, report = datasets.load_recordings(
+        args.data, label_column=args.label_column, mapping=args.mapping, drop_unmapped=args.drop_unmapped,
+        strict=args.strict, group_column=args.group_column, cache_dir=args.cache_dir)
+    for e in report["excluded"][:5]:
+        print(f"excluded: {e['reason']}")
+    if len(report["excluded"]) > 5:
+        print(f"excluded: ... {len(report['excluded']) - 5} more (listed in dataset.json)")
+    if report["unmapped_labels"]:
+        print(f"unmapped labels left out: {', '.join(report['unmapped_labels'])}")
+    if recordings["class"].notna().sum() == 0:
+        raise InputError(f"--data {args.data}: no readable recording has a class")
+
+    seg = segments.build_segments(recordings, args.length, counts=args.counts, seed=args.seed, hop_s=args.hop,
+                                  snr_db=args.snr_db, drop_empty_classes=args.drop_empty_classes)
+    classes_in = set(recordings["class"].dropna())
+    dropped = sorted(classes_in - set(seg["class"]))
+    assigned = segments.assign_splits(recordings, seed=args.seed, counts=args.counts)
+    per_split = assigned.groupby(["class", "split"]).agg(recordings=("path", "size"), groups=("group", "nunique"))
+    by_class: dict[str, dict[str, dict[str, int]]] = {}
+    for (cls, split), r in per_split.iterrows():
+        by_class.setdefault(cls, {})[split] = {"recordings": int(r.recordings), "groups": int(r.groups)}
+    info = {
+        "inputs": {k: report[k] for k in ("data", "kind", "root", "mapping", "n_listed", "n_recordings",
+                                          "n_in_classes", "excluded", "ignored", "unmapped_labels",
+                                          "excluded_labels")} | {"label_column": args.label_column},
+        "parameters": {"length_s": args.length, "counts": dict(zip(segments.SPLITS, args.counts)),
+                       "seed": args.seed, "hop_s": args.hop, "snr_db": args.snr_db,
+                       "drop_empty_classes": args.drop_empty_classes, "strict": args.strict,
+                       "drop_unmapped": args.drop_unmapped},
+        "dropped_classes": dropped,
+        "recordings_per_split": by_class,
+        "data_fingerprint": segments.data_fingerprint(recordings),
+    }
+    path = segments.write_segments(seg, args.out, info)
+
+    n_aug = int(seg["augmented"].sum())
+    print(f"{len(recordings)} recordings read ({len(report['excluded'])} excluded), "
+          f"{seg['class'].nunique()} classes, L = {args.length:g} s")
+    for split in segments.SPLITS:
+        s = seg[seg["split"] == split]
+        print(f"  {split:<11} {len(s):>6} segments, {int(s['augmented'].sum()):>6} augmented")
+    if dropped:
+        print(f"dropped classes (no audio in some split): {', '.join(dropped)}")
+    print(f"wrote {path} ({len(seg)} segments, {100 * n_aug / max(len(seg), 1):.1f} % augmented) "
+          f"and dataset.json in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,417 @@
+"""Recordings in, one recordings table out (see docs/architecture.md, "Recordings table").
+
+Four kinds of source give the same table: a folder with one sub-folder per label, a manifest CSV,
+ESC-50 (official archive, downloaded once with pooch) and UrbanSound8K (an archive or folder the
+user already has). Every file is probed, hashed and decoded once here, so that a broken file is
+reported up front with its path instead of failing deep inside embedding extraction.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clapnb import audio, io, taxonomy
+from clapnb.errors import ClapnbError, InputError
+
+COLUMNS = ["path", "source", "label", "class", "approximate", "group", "fold", "duration_s",
+           "sample_rate", "channels", "sha256", "license", "attribution"]
+
+#: Official ESC-50 archive (K. J. Piczak). GitHub builds branch archives on the fly, so the bytes
+#: can change when the repository or GitHub's archiver changes.
+ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+#: sha256 of that archive (645,695,005 bytes) as recorded by two independent downloads published on
+#: GitHub; it could not be re-measured here (no internet). If GitHub serves different bytes, pass
+#: ``known_hash`` to :func:`fetch_esc50` or set ``CLAPNB_ESC50_SHA256`` (``none`` skips the check).
+ESC50_SHA256 = "805afc618aff80eff0641d51311647871fead5807da68bb18e43a27db47a79ce"
+ESC50_ZIP = "ESC-50-master.zip"
+ESC50_LICENSE = "CC BY-NC 3.0 (ESC-50)"
+ESC10_LICENSE = "CC BY 3.0 (ESC-10)"
+
+US8K_PAGE = "https://urbansounddataset.weebly.com/urbansound8k.html"
+US8K_ZENODO = "https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz"
+US8K_LICENSE = "CC BY-NC 3.0 (UrbanSound8K)"
+
+#: File name endings that libsndfile decodes; other files in a class folder are listed as ignored.
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                            ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"})
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def default_cache_dir() -> Path:
+    import pooch
+
+    return Path(pooch.os_cache("clapnb"))
+
+
+# --- sources: each returns listed rows (path, label, group, fold, source, license, attribution) ---
+
+def _listed(paths, labels, groups, folds, source, license="", attribution="") -> pd.DataFrame:
+    n = len(paths)
+    as_list = lambda v: list(v) if isinstance(v, (list, pd.Series, np.ndarray)) else [v] * n  # noqa: E731
+    return pd.DataFrame({
+        "path": [os.path.normpath(os.path.abspath(p)) for p in paths],
+        "label": [str(x) for x in labels],
+        "group": [str(g) for g in as_list(groups)],
+        "fold": pd.array(as_list(folds), dtype="Int64"),
+        "source": [str(s) for s in as_list(source)],
+        "license": ["" if pd.isna(x) else str(x) for x in as_list(license)],
+        "attribution": ["" if pd.isna(x) else str(x) for x in as_list(attribution)],
+    })
+
+
+def _from_folder(root: Path, source: str | None) -> tuple[pd.DataFrame, list[dict]]:
+    """One sub-folder per label; group = the file's path below ``root`` without its suffix."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise InputError(f"--data {root}: the folder has no sub-folders; put each label's recordings "
+                         "in a sub-folder named after the label, or pass a manifest CSV")
+    ignored = [{"path": str(p), "reason": "not inside a label sub-folder"}
+               for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    paths, labels, groups = [], [], []
+    for sub in subdirs:
+        for f in sorted(sub.rglob("*")):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if f.suffix.lower() not in AUDIO_SUFFIXES:
+                ignored.append({"path": str(f), "reason": f"not an audio file (suffix {f.suffix or 'none'!r})"})
+                continue
+            paths.append(f)
+            labels.append(sub.name)
+            groups.append(f.relative_to(root).with_suffix("").as_posix())
+    return _listed(paths, labels, groups, pd.NA, source or root.name), ignored
+
+
+def _freesound_groups(ids: pd.Series, fallback: list[str]) -> list[str]:
+    out = []
+    for fid, fb in zip(ids, fallback):
+        if pd.isna(fid) or str(fid).strip() == "":
+            out.append(fb)
+        else:
+            out.append(f"freesound:{int(float(fid))}" if _is_number(fid) else f"freesound:{fid}")
+    return out
+
+
+def _is_number(x) -> bool:
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _from_manifest(csv: Path, label_column: str, group_column: str | None,
+                   source: str | None) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:
+        raise InputError(f"--data {csv}: cannot be read as a CSV manifest ({exc})") from exc
+    need = ["path", label_column] + ([group_column] if group_column else [])
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(f"manifest {csv} lacks the column(s) {', '.join(missing)}; it has "
+                         f"{', '.join(df.columns)}. Use --label-column to name the label column")
+    no_label = df.index[df[label_column].isna()].tolist()
+    no_path = df.index[df["path"].isna()].tolist()
+    for col, rows in ((label_column, no_label), ("path", no_path)):
+        if rows:
+            shown = ", ".join(str(r + 2) for r in rows[:10])
+            raise InputError(f"manifest {csv}: {len(rows)} row(s) have an empty '{col}' (CSV lines {shown}"
+                             f"{', ...' if len(rows) > 10 else ''}); fill them in or remove the rows")
+    base = csv.parent
+    paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in df["path"]]
+    dup = sorted(k for k, v in Counter(os.path.normpath(p) for p in paths).items() if v > 1)
+    if dup:
+        raise InputError(f"manifest {csv} lists {len(dup)} file(s) more than once, e.g. {dup[0]}; "
+                         "keep one row per recording")
+    fallback = [Path(p).with_suffix("").as_posix() for p in df["path"]]
+    if group_column:
+        groups = [fb if pd.isna(g) else str(g) for g, fb in zip(df[group_column], fallback)]
+    elif "group" in df.columns:
+        groups = [fb if pd.isna(g) else str(g) for g, fb in zip(df["group"], fallback)]
+    elif "freesound_id" in df.columns:
+        groups = _freesound_groups(df["freesound_id"], fallback)
+    else:
+        groups = fallback
+    folds = pd.NA
+    if "fold" in df.columns:
+        bad = [v for v in df["fold"].dropna() if not str(v).strip().lstrip("-").isdigit()]
+        if bad:
+            raise InputError(f"manifest {csv}: column 'fold' must hold whole numbers, found {bad[0]!r}")
+        folds = [pd.NA if pd.isna(v) else int(v) for v in df["fold"]]
+    if source:
+        src = source
+    elif "source" in df.columns or "source_dataset" in df.columns:
+        col = "source" if "source" in df.columns else "source_dataset"
+        src = [csv.parent.name if pd.isna(v) else v for v in df[col]]
+    else:
+        src = csv.parent.name
+    lic_col = "license" if "license" in df.columns else "licence" if "licence" in df.columns else None
+    return _listed(paths, df[label_column], groups, folds, src,
+                   df[lic_col] if lic_col else "", df["attribution"] if "attribution" in df.columns else "")
+
+
+# --- archives ---
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract ``archive`` into ``dest`` once (a marker file makes later calls free).
+
+    Extraction goes to a temporary sibling folder first, so an interrupted run never leaves a
+    half-extracted folder that a later run would trust.
+    """
+    marker = dest / ".clapnb-extracted"
+    if marker.is_file():
+        return dest
+    tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(tmp, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        raise InputError(f"{archive}: cannot be extracted ({exc}); download it again") from exc
+    (tmp / marker.name).write_text(str(archive) + "\n", encoding="utf-8")
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _archive_dest(archive: Path, cache_dir: Path) -> Path:
+    """A cache folder keyed by the archive's name, size and mtime (hashing GBs each run is slow)."""
+    st = archive.stat()
+    key = io.fingerprint([archive.name, st.st_size, st.st_mtime_ns])
+    name = archive.name
+    for suffix in _ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return cache_dir / "extracted" / f"{name}-{key[:12]}"
+
+
+def _find(root: Path, relative: str, what: str, hint: str) -> Path:
+    """``root/relative`` or ``root/*/relative`` (archives usually wrap everything in one folder)."""
+    hits = [root / relative] + sorted(root.glob(f"*/{relative}"))
+    for h in hits:
+        if h.is_file():
+            return h.parent.parent
+    raise InputError(f"{root}: no {relative} found (neither there nor one folder down); "
+                     f"this does not look like {what}. {hint}")
+
+
+def fetch_esc50(cache_dir: str | os.PathLike | None = None, *, url: str = ESC50_URL,
+                known_hash: str | None = ESC50_SHA256) -> Path:
+    """Download (once) and extract the official ESC-50 archive; return the folder with meta/ and audio/."""
+    import pooch
+
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = cache / ESC50_ZIP
+    try:
+        zip_path = pooch.retrieve(url, known_hash=f"sha256:{known_hash}" if known_hash else None,
+                                  fname=ESC50_ZIP, path=cache, progressbar=True)
+    except ValueError as exc:
+        raise ClapnbError(
+            f"the ESC-50 archive from {url} (cached at {target}) does not have the pinned sha256 "
+            f"{known_hash} ({exc}). GitHub regenerates branch archives; if you trust the file, set "
+            "CLAPNB_ESC50_SHA256 to its sha256 (or to 'none' to skip the check)") from exc
+    except Exception as exc:  # requests/pooch raise many types for a failed download
+        raise ClapnbError(
+            f"could not download ESC-50 from {url} ({type(exc).__name__}: {exc}). Without internet, "
+            f"download that file on another machine and put it at {target} (it is used as is when its "
+            f"sha256 is {known_hash}), or pass --data esc50:/path/to/{ESC50_ZIP} or "
+            "esc50:/path/to/ESC-50-master (the extracted folder)") from exc
+    return _find(extract_archive(Path(zip_path), cache / "ESC-50"), "meta/esc50.csv", "ESC-50", "")
+
+
+def _esc50_root(location: str | None, cache: Path) -> Path:
+    hint = f"Pass the official archive ({ESC50_URL}) or its extracted ESC-50-master folder."
+    if not location:
+        known = os.environ.get("CLAPNB_ESC50_SHA256", ESC50_SHA256)
+        return fetch_esc50(cache, known_hash=None if known.lower() == "none" else known)
+    path = Path(location).expanduser()
+    if _is_archive(path):
+        path = extract_archive(path, _archive_dest(path, cache))
+    elif not path.is_dir():
+        raise InputError(f"--data esc50:{location}: no such archive or folder. {hint}")
+    return _find(path, "meta/esc50.csv", "ESC-50", hint)
+
+
+def _from_esc50(root: Path) -> pd.DataFrame:
+    meta = pd.read_csv(root / "meta" / "esc50.csv")
+    esc10 = meta["esc10"].astype(str).str.lower().eq("true")
+    return _listed(
+        [root / "audio" / f for f in meta["filename"]], meta["category"],
+        [f"freesound:{s}" for s in meta["src_file"]], meta["fold"].astype(int).tolist(), "ESC-50",
+        [ESC10_LICENSE if e else ESC50_LICENSE for e in esc10],
+        [f"freesound.org sound {s}; clip from ESC-50 by K. J. Piczak" for s in meta["src_file"]],
+    )
+
+
+def _us8k_root(location: str | None, cache: Path) -> Path:
+    hint = (f"UrbanSound8K is not downloaded automatically: get UrbanSound8K.tar.gz from {US8K_PAGE} "
+            f"({US8K_ZENODO}) and pass --data urbansound8k:/path/to/UrbanSound8K.tar.gz or the extracted folder.")
+    if not location:
+        raise InputError(f"--data urbansound8k needs a path (urbansound8k:PATH). {hint}")
+    path = Path(location).expanduser()
+    if _is_archive(path):
+        path = extract_archive(path, _archive_dest(path, cache))
+    elif not path.is_dir():
+        raise InputError(f"--data urbansound8k:{location}: no such archive or folder. {hint}")
+    return _find(path, "metadata/UrbanSound8K.csv", "UrbanSound8K", hint)
+
+
+def _from_us8k(root: Path) -> pd.DataFrame:
+    meta = pd.read_csv(root / "metadata" / "UrbanSound8K.csv")
+    return _listed(
+        [root / "audio" / f"fold{int(k)}" / f for k, f in zip(meta["fold"], meta["slice_file_name"])],
+        meta["class"], [f"freesound:{int(s)}" for s in meta["fsID"]], meta["fold"].astype(int).tolist(),
+        "UrbanSound8K", US8K_LICENSE,
+        [f"freesound.org sound {int(s)}; slice from UrbanSound8K by J. Salamon, C. Jacoby and J. P. Bello"
+         for s in meta["fsID"]],
+    )
+
+
+# --- probing ---
+
+def inspect_file(path: str) -> dict:
+    """Header, content hash and a full decode (NaN check) of one file; raises AudioError if unusable."""
+    if not os.path.isfile(path):
+        raise audio.AudioError(f"{path}: file not found")
+    info = audio.probe(path)
+    audio.decode(path)
+    return {"duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,
+            "sha256": io.file_sha256(path)}
+
+
+def _inspect_all(listed: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    from tqdm.auto import tqdm
+
+    rows, excluded = [], []
+    for path in tqdm(listed["path"], desc="reading recordings", unit="file", disable=None):
+        try:
+            rows.append(inspect_file(path))
+        except audio.AudioError as exc:
+            rows.append(None)
+            excluded.append({"path": path, "reason": str(exc)})
+    ok = [r is not None for r in rows]
+    table = listed[ok].reset_index(drop=True)
+    probed = pd.DataFrame([r for r in rows if r is not None],
+                          columns=["duration_s", "sample_rate", "channels", "sha256"])
+    table = pd.concat([table, probed.reset_index(drop=True)], axis=1)
+    first: dict[str, str] = {}
+    keep = []
+    for path, digest in zip(table["path"], table["sha256"]):
+        if digest in first:
+            excluded.append({"path": path, "reason": f"{path}: same bytes as {first[digest]}; "
+                                                     "a duplicate would leak between splits"})
+            keep.append(False)
+        else:
+            first[digest] = path
+            keep.append(True)
+    return table[keep].reset_index(drop=True), excluded
+
+
+def _parse_spec(data: str) -> tuple[str, str | None]:
+    low = data.lower()
+    for kind in ("esc50", "urbansound8k"):
+        if low == kind:
+            return kind, None
+        if low.startswith(kind + ":"):
+            return kind, data[len(kind) + 1:]
+    return "path", data
+
+
+def load_recordings(data: str, *, label_column: str = "label", mapping=None, drop_unmapped: bool = False,
+                    strict: bool = False, group_column: str | None = None, source: str | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict]:
+    """Build the recordings table from ``data`` and report what was excluded and why.
+
+    ``data``: a folder with one sub-folder per label, a manifest CSV, ``esc50`` (download),
+    ``esc50:PATH`` or ``urbansound8k:PATH`` (archive or extracted folder). ``mapping``: a
+    :class:`clapnb.taxonomy.Mapping`, a spec for :func:`clapnb.taxonomy.load_mapping`, or None for
+    the built-in mappings. Unreadable, empty, NaN-holding, missing and byte-duplicate files are
+    excluded and listed in ``report["excluded"]``; with ``strict`` they raise instead.
+    """
+    data = os.fspath(data)
+    kind, location = _parse_spec(data)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    ignored: list[dict] = []
+    if kind == "esc50":
+        root = _esc50_root(location, cache)
+        listed = _from_esc50(root)
+    elif kind == "urbansound8k":
+        root = _us8k_root(location, cache)
+        listed = _from_us8k(root)
+    else:
+        root = Path(location).expanduser()
+        if root.is_dir():
+            kind = "folder"
+            if group_column:
+                raise InputError("group_column applies to manifest CSVs only; a class folder's group "
+                                 "is each file's path below the folder")
+            listed, ignored = _from_folder(root, source)
+        elif root.is_file() and root.suffix.lower() in (".csv", ".tsv", ".txt"):
+            kind = "manifest"
+            listed = _from_manifest(root, label_column, group_column, source)
+        elif root.is_file():
+            raise InputError(f"--data {data}: a file that is not a CSV manifest; pass a folder with one "
+                             "sub-folder per label, a manifest CSV, esc50 or urbansound8k:PATH")
+        else:
+            raise InputError(f"--data {data}: no such file or folder (expected a class folder, a manifest "
+                             "CSV, 'esc50', 'esc50:PATH' or 'urbansound8k:PATH')")
+    if source and kind in ("esc50", "urbansound8k"):
+        listed["source"] = source
+    if listed.empty:
+        raise InputError(f"--data {data}: no recordings found")
+
+    if not isinstance(mapping, taxonomy.Mapping):
+        mapping = taxonomy.load_mapping(mapping)
+    classes = taxonomy.map_labels(listed["label"], mapping, drop_unmapped=drop_unmapped)
+    listed["class"] = classes
+    listed["approximate"] = [bool(c is not None and mapping.rules[lab].approximate)
+                             for lab, c in zip(listed["label"], classes)]
+
+    table, excluded = _inspect_all(listed)
+    if excluded and strict:
+        lines = "\n  ".join(e["reason"] for e in excluded[:20])
+        more = f"\n  ... and {len(excluded) - 20} more" if len(excluded) > 20 else ""
+        raise audio.AudioError(f"{len(excluded)} file(s) cannot be used (strict mode):\n  {lines}{more}\n"
+                               "Fix or remove them, or run without --strict to skip them")
+    table = table[COLUMNS].sort_values("path", kind="mergesort").reset_index(drop=True)
+    table["class"] = table["class"].astype(object).where(table["class"].notna(), None)
+
+    unknown = Counter(lab for lab in listed["label"] if lab not in mapping.rules)
+    nulled = Counter(lab for lab in listed["label"] if lab in mapping.rules and mapping.rules[lab].cls is None)
+    report = {
+        "data": data,
+        "kind": kind,
+        "root": str(root),
+        "mapping": list(mapping.files),
+        "n_listed": int(len(listed)),
+        "n_recordings": int(len(table)),
+        "n_in_classes": int(table["class"].notna().sum()),
+        "excluded": sorted(excluded, key=lambda e: e["path"]),
+        "ignored": ignored,
+        "unmapped_labels": dict(sorted(unknown.items())),
+        "excluded_labels": dict(sorted(nulled.items())),
+    }
+    return table, report
