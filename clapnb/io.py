@@ -108,3 +108,11 @@ def fingerprint(parts: Iterable[Any]) -> str:
         h.update(json.dumps(to_jsonable(part), sort_keys=True).encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()[:16]
+
+
+def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where clapnb keeps reusable computed data: ``explicit`` > ``$CLAPNB_CACHE`` > ``~/.cache/clapnb``."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get("CLAPNB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "clapnb"

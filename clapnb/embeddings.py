@@ -1,0 +1,347 @@
+"""Embeddings of a segments table: decode once, batch, and cache on disk by content.
+
+Zero-shot, the probe and every notebook read the same embeddings, so they are computed once per
+(audio content, backbone, weights, input policy) and kept in a content-keyed cache:
+
+* a *namespace* folder per backbone configuration: ``<cache>/<backbone>-<fingerprint>/`` where the
+  fingerprint covers the backbone name, its weights' SHA-256 (or feature configuration), the input
+  policy and duration, the sample rate, the optional low-pass and the cache format;
+* inside it, *shards* ``shard-<hash>.npz`` holding ``keys`` (one per segment: recording SHA-256,
+  start/end, augmentation SNR and seed) and ``X`` (float32 rows). Shards are written atomically
+  after whole batches, every ``shard_rows`` rows or ``flush_s`` seconds and when a run stops
+  (also on Ctrl-C), so a killed run loses at most one shard's worth of work and the next run
+  computes only what is missing, in the same batches, hence the same bytes.
+
+The work order is fixed by the full table (recordings in order of first appearance, segments in
+table order), so a resumed run forms exactly the batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clapnb import __version__, audio, io
+from clapnb.errors import ClapnbError, InputError
+
+#: Bump when the key or shard layout changes: old caches are then simply not found.
+CACHE_FORMAT = 1
+REQUIRED_COLUMNS = ("path", "sha256", "start_s", "end_s")
+RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: computed with the offline stand-in, not a trained CLAP model; "
+                          "these numbers are NOT CLAP results")
+
+
+class EmbeddingError(ClapnbError):
+    """A backbone produced unusable embeddings (wrong shape, NaN/inf)."""
+
+
+@dataclass
+class EmbeddingSet:
+    """``X[i]`` is the embedding of ``segments.iloc[i]``; ``meta`` records how it was made."""
+
+    X: np.ndarray
+    segments: pd.DataFrame
+    meta: dict
+
+
+# --- audio -----------------------------------------------------------------------------------
+
+def _check_segments(segments: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in segments.columns]
+    if missing:
+        raise InputError(f"the segments table lacks columns {missing}; build it with `clapnb segments`")
+    if len(segments) == 0:
+        raise InputError("the segments table is empty: nothing to embed")
+
+
+def _is_augmented(row) -> bool:
+    return bool(row.get("augmented", False)) and not pd.isna(row.get("snr_db"))
+
+
+def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpass_hz: float | None = None,
+                       *, verify_sha256: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(position, waveform)`` for every row, decoding each recording once.
+
+    Recordings are visited in order of first appearance and their segments in table order.
+    A segment is ``audio.cut`` of the loaded recording, plus ``audio.add_noise`` with the row's
+    ``snr_db``/``noise_seed`` when it is augmented. With ``verify_sha256`` a file whose bytes no
+    longer match the table's ``sha256`` is refused (the cache is keyed by that hash).
+    """
+    _check_segments(segments)
+    rows = segments.reset_index(drop=True)
+    for path, positions in rows.groupby("path", sort=False).indices.items():
+        expected = rows.at[positions[0], "sha256"]
+        if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != expected:
+            raise InputError(f"{path} changed since the segments table was built (its SHA-256 is no longer "
+                             f"{expected[:12]}...); rebuild the segments with `clapnb segments`")
+        x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz)
+        for pos in positions:
+            row = rows.iloc[pos]
+            seg = audio.cut(x, sr, float(row["start_s"]), float(row["end_s"]))
+            if _is_augmented(row):
+                seg = audio.add_noise(seg, float(row["snr_db"]), int(row["noise_seed"]))
+            yield int(pos), seg
+
+
+# --- cache -------------------------------------------------------------------------------------
+
+def segment_keys(segments: pd.DataFrame) -> list[str]:
+    """Content key per row: recording bytes, bounds, augmentation (not the file's path)."""
+    keys = []
+    for row in segments.itertuples(index=False):
+        r = row._asdict()
+        aug = _is_augmented(r)
+        parts = [r["sha256"], float(r["start_s"]), float(r["end_s"]),
+                 float(r["snr_db"]) if aug else None, int(r["noise_seed"]) if aug else None]
+        keys.append(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32])
+    return keys
+
+
+def cache_namespace(backbone_meta: dict, lowpass_hz: float | None) -> dict:
+    """Everything besides the segment that determines an embedding's value."""
+    return {"format": CACHE_FORMAT, "backbone": backbone_meta["name"],
+            "fingerprint": backbone_meta["fingerprint"], "policy": backbone_meta.get("policy"),
+            "input_duration_s": backbone_meta.get("input_duration_s"), "dim": backbone_meta["dim"],
+            "sample_rate": backbone_meta["sample_rate"], "precision": backbone_meta.get("precision", "fp32"),
+            "lowpass_hz": lowpass_hz}
+
+
+class EmbeddingCache:
+    """Shards of (keys, X) in one namespace folder; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike, namespace: dict):
+        self.namespace = namespace
+        self.dir = Path(root) / f"{namespace['backbone']}-{io.fingerprint([namespace])}"
+        self.dim = int(namespace["dim"])
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached rows among ``keys`` (a corrupt shard is skipped: its rows are recomputed)."""
+        wanted = set(keys)
+        found: dict[str, np.ndarray] = {}
+        for shard in self._shards():
+            if len(found) == len(wanted):
+                break
+            try:
+                with np.load(shard, allow_pickle=False) as z:
+                    shard_keys = z["keys"]
+                    rows = [i for i, k in enumerate(shard_keys) if k in wanted and k not in found]
+                    if rows:
+                        X = z["X"]
+                        for i in rows:
+                            found[str(shard_keys[i])] = X[i]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+        return found
+
+    def write(self, keys: Sequence[str], X: np.ndarray) -> Path | None:
+        """Write one shard atomically; its name is a hash of its keys (rewriting is idempotent)."""
+        if not keys:
+            return None
+        if not (self.dir / "namespace.json").is_file():
+            io.atomic_write_json(self.dir / "namespace.json", self.namespace)
+        buf = _io.BytesIO()
+        np.savez(buf, keys=np.asarray(list(keys)), X=np.ascontiguousarray(X, dtype=np.float32))
+        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
+        return io.atomic_write_bytes(self.dir / f"shard-{name}.npz", buf.getvalue())
+
+
+# --- computing ---------------------------------------------------------------------------------
+
+def work_order(segments: pd.DataFrame) -> np.ndarray:
+    """Positions in the order they are computed: recordings by first appearance, then table order."""
+    rows = segments.reset_index(drop=True)
+    first = rows.groupby("path", sort=False).ngroup().to_numpy()
+    return np.lexsort((np.arange(len(rows)), first))
+
+
+def check_embeddings(E: np.ndarray, n: int, dim: int, what: str) -> np.ndarray:
+    """Refuse a backbone output of the wrong shape or with NaN/infinite values."""
+    E = np.asarray(E)
+    if E.shape != (n, dim):
+        raise EmbeddingError(f"{what}: the backbone returned shape {E.shape}, expected {(n, dim)}")
+    bad = ~np.isfinite(E).all(axis=1)
+    if bad.any():
+        raise EmbeddingError(f"{what}: {int(bad.sum())} embeddings contain NaN or infinite values "
+                             f"(rows {np.flatnonzero(bad)[:8].tolist()}); check the weights and the audio")
+    return E.astype(np.float32, copy=False)
+
+
+def _backbone_meta(backbone, lowpass_hz: float | None) -> dict:
+    return {**backbone.metadata, "name": backbone.name, "dim": int(backbone.dim),
+            "sample_rate": int(backbone.sample_rate), "fingerprint": backbone.fingerprint,
+            "has_text": bool(backbone.has_text), "random_weights": bool(backbone.random_weights),
+            "lowpass_hz": lowpass_hz}
+
+
+def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.PathLike | None = None,
+                       batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None,
+                       shard_rows: int = 512, flush_s: float = 60.0) -> EmbeddingSet:
+    """Embed every row of ``segments`` with ``backbone``, reusing and filling the on-disk cache.
+
+    ``cache_dir``: explicit > ``$CLAPNB_CACHE`` > ``~/.cache/clapnb``. Returns X aligned to
+    ``segments`` (reset index); ``meta['n_computed']`` says how many rows needed the backbone.
+    """
+    from tqdm.auto import tqdm
+
+    _check_segments(segments)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    segments = segments.reset_index(drop=True)
+    bmeta = _backbone_meta(backbone, lowpass_hz)
+    root = io.cache_dir(cache_dir)
+    cache = EmbeddingCache(root, cache_namespace(bmeta, lowpass_hz))
+    keys = segment_keys(segments)
+    X = np.zeros((len(segments), cache.dim), dtype=np.float32)
+    done = np.zeros(len(segments), dtype=bool)
+    cached = cache.lookup(keys)
+    for pos, key in enumerate(keys):
+        if key in cached:
+            X[pos] = cached[key]
+            done[pos] = True
+    n_cached = int(done.sum())
+
+    todo_first: dict[str, int] = {}
+    for pos in work_order(segments):
+        if not done[pos]:
+            todo_first.setdefault(keys[pos], int(pos))
+    todo = segments.iloc[list(todo_first.values())]
+
+    t0 = time.perf_counter()
+    pending_keys: list[str] = []
+    pending_rows: list[np.ndarray] = []
+    last_flush = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal pending_keys, pending_rows, last_flush
+        if pending_keys:
+            cache.write(pending_keys, np.stack(pending_rows))
+        pending_keys, pending_rows, last_flush = [], [], time.perf_counter()
+
+    bar = tqdm(total=len(todo), unit="clip", desc=f"embed {backbone.name}", disable=not progress or not len(todo))
+    try:
+        batch_pos: list[int] = []
+        batch_wav: list[np.ndarray] = []
+
+        def run_batch() -> None:
+            E = check_embeddings(backbone.embed_audio(batch_wav), len(batch_wav), cache.dim,
+                                 f"{backbone.name} on segments {segments.loc[batch_pos[:3], 'path'].tolist()}")
+            for p, e in zip(batch_pos, E):
+                X[p] = e
+                pending_keys.append(keys[p])
+                pending_rows.append(e)
+            bar.update(len(batch_pos))
+            batch_pos.clear()
+            batch_wav.clear()
+            if len(pending_keys) >= shard_rows or time.perf_counter() - last_flush >= flush_s:
+                flush()
+
+        if len(todo):
+            positions = todo.index.to_numpy()
+            for i, wave in iter_segment_audio(todo, backbone.sample_rate, lowpass_hz):
+                batch_pos.append(int(positions[i]))
+                batch_wav.append(wave)
+                if len(batch_wav) == batch_size:
+                    run_batch()
+            if batch_wav:
+                run_batch()
+    finally:
+        bar.close()
+        flush()
+    seconds = time.perf_counter() - t0
+
+    computed = {keys[p]: X[p] for p in todo_first.values()}
+    for pos, key in enumerate(keys):
+        if not done[pos] and key in computed:
+            X[pos] = computed[key]
+    meta = {
+        "backbone": bmeta, "random_weights": bmeta["random_weights"],
+        "cache_dir": str(root.resolve()), "cache_namespace": str(cache.dir.resolve()),
+        "n_rows": len(segments), "n_cached": n_cached, "n_computed": len(todo),
+        "batch_size": batch_size, "seconds": round(seconds, 3),
+        "clips_per_s": round(len(todo) / seconds, 3) if len(todo) and seconds > 0 else None,
+        "x_sha256": hashlib.sha256(X.tobytes()).hexdigest(), "clapnb_version": __version__,
+    }
+    if bmeta["random_weights"]:
+        meta["warning"] = RANDOM_WEIGHTS_WARNING
+    return EmbeddingSet(X, segments, meta)
+
+
+def embed_waveforms(backbone, waves: Sequence[np.ndarray], meta: dict | None = None, *,
+                    batch_size: int = 16) -> np.ndarray:
+    """Embed loose waveforms (e.g. new files for a trained probe) the way an embedding set was made.
+
+    ``meta``: the backbone metadata recorded with the embeddings; its fingerprint and policy must
+    match ``backbone`` and its ``lowpass_hz`` is applied, so new audio sees the same pipeline.
+    """
+    if meta:
+        meta = dict(meta.get("backbone", meta))
+        for k in ("fingerprint", "policy"):
+            if meta.get(k) is not None and meta[k] != backbone.metadata.get(k):
+                raise InputError(f"the backbone's {k} is {backbone.metadata.get(k)!r} but the embeddings were "
+                                 f"made with {meta[k]!r}; load the same backbone (backbone_from_metadata)")
+        if meta.get("lowpass_hz") is not None:
+            waves = [audio.lowpass(w, backbone.sample_rate, float(meta["lowpass_hz"])) for w in waves]
+    if not len(waves):
+        return np.zeros((0, backbone.dim), dtype=np.float32)
+    out = [check_embeddings(backbone.embed_audio(list(waves[s:s + batch_size])),
+                            len(waves[s:s + batch_size]), backbone.dim, backbone.name)
+           for s in range(0, len(waves), batch_size)]
+    return np.concatenate(out)
+
+
+# --- run folders -------------------------------------------------------------------------------
+
+def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathLike | None = None,
+              batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None) -> EmbeddingSet:
+    """Embed ``run_dir/segments.parquet`` and record how in ``run_dir/embeddings.json``."""
+    run_dir = Path(run_dir)
+    seg_path = run_dir / "segments.parquet"
+    if not seg_path.is_file():
+        raise InputError(f"{seg_path} does not exist; build it with `clapnb segments` first")
+    segments = pd.read_parquet(seg_path)
+    emb = compute_embeddings(segments, backbone, cache_dir=cache_dir, batch_size=batch_size,
+                             progress=progress, lowpass_hz=lowpass_hz)
+    emb.meta["segments_sha256"] = io.file_sha256(seg_path)
+    io.atomic_write_json(run_dir / "embeddings.json", emb.meta)
+    return emb
+
+
+def load_run_embeddings(run_dir: str | os.PathLike) -> EmbeddingSet:
+    """The embeddings recorded for ``run_dir``, read from the cache and aligned to its segments."""
+    run_dir = Path(run_dir)
+    meta_path, seg_path = run_dir / "embeddings.json", run_dir / "segments.parquet"
+    hint = f"run `clapnb embed --segments {seg_path} --backbone NAME` first"
+    if not meta_path.is_file():
+        raise InputError(f"{meta_path} does not exist: {hint}")
+    if not seg_path.is_file():
+        raise InputError(f"{seg_path} does not exist; build it with `clapnb segments`, then {hint[4:]}")
+    meta = io.read_json(meta_path)
+    if meta.get("segments_sha256") and io.file_sha256(seg_path) != meta["segments_sha256"]:
+        raise InputError(f"{seg_path} changed after the embeddings were computed: {hint} again "
+                         "(only new segments are computed)")
+    segments = pd.read_parquet(seg_path)
+    bmeta = meta["backbone"]
+    cache = EmbeddingCache(meta["cache_dir"], cache_namespace(bmeta, bmeta.get("lowpass_hz")))
+    keys = segment_keys(segments)
+    found = cache.lookup(keys)
+    lost = sum(k not in found for k in keys)
+    if lost:
+        raise InputError(f"the embedding cache {cache.dir} lacks {lost} of {len(keys)} rows of {run_dir} "
+                         f"(cleared or moved?): {hint} again; it recomputes only the missing rows")
+    X = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+    if meta.get("x_sha256") and hashlib.sha256(X.tobytes()).hexdigest() != meta["x_sha256"]:
+        raise InputError(f"the cached embeddings for {run_dir} differ from those recorded in {meta_path}: {hint} again")
+    return EmbeddingSet(X, segments, meta)
