@@ -158,8 +158,11 @@ def cut_segments(assigned: pd.DataFrame, length_s: float, hop_s: float | None = 
 
 
 def noise_seed(seed: int, segment_id: str) -> int:
-    """Seed of one augmented segment's noise: a hash of the run seed and the segment id."""
-    return int(hashlib.sha256(f"{seed}:{segment_id}".encode()).hexdigest()[:15], 16)
+    """Seed of one augmented segment's noise: a hash of the run seed and the segment id.
+
+    52 bits, so that even a reader that turns the nullable column into float64 keeps it exact.
+    """
+    return int(hashlib.sha256(f"{seed}:{segment_id}".encode()).hexdigest()[:13], 16)
 
 
 def _round_robin(cell: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -258,6 +261,17 @@ def count_table(segments: pd.DataFrame) -> pd.DataFrame:
     t["_s"] = t["split"].map(SPLITS.index)
     t["_c"] = t["class"].map({c: i for i, c in enumerate(_class_order(t["class"]))})
     return t.sort_values(["_c", "_s"]).drop(columns=["_c", "_s"]).reset_index(drop=True)
+
+
+def read_segments(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a segments.parquet with its nullable integer columns (``fold``, ``noise_seed``) as Int64.
+
+    Plain ``pd.read_parquet`` turns an integer column with missing values into float64.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> Path:
