@@ -108,7 +108,9 @@ def cut(x: np.ndarray, sr: int, start_s: float, end_s: float) -> np.ndarray:
     recording repeated (the documented policy), never an empty one.
     """
     start = int(round(start_s * sr))
-    n = int(round((end_s - start_s) * sr))
+    # Round the duration first: (start + L) - start is not exactly L in floating point, and at a
+    # half-sample boundary that would make segments of one length differ by a sample.
+    n = int(round(round(end_s - start_s, 9) * sr))
     if n <= 0:
         raise AudioError(f"segment [{start_s}, {end_s}) s is empty")
     seg = x[start:start + n]

@@ -9,6 +9,7 @@ reported up front with its path instead of failing deep inside embedding extract
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import zipfile
 from collections import Counter
@@ -53,8 +54,12 @@ def default_cache_dir() -> Path:
 # --- sources: each returns listed rows (path, label, group, fold, source, license, attribution) ---
 
 def _listed(paths, labels, groups, folds, source, license="", attribution="") -> pd.DataFrame:
+    """The listed rows of a source; scalar arguments apply to every row."""
     n = len(paths)
-    as_list = lambda v: list(v) if isinstance(v, (list, pd.Series, np.ndarray)) else [v] * n  # noqa: E731
+
+    def as_list(v) -> list:
+        return list(v) if isinstance(v, (list, pd.Series, np.ndarray)) else [v] * n
+
     return pd.DataFrame({
         "path": [os.path.normpath(os.path.abspath(p)) for p in paths],
         "label": [str(x) for x in labels],
@@ -174,8 +179,6 @@ def extract_archive(archive: Path, dest: Path) -> Path:
         return dest
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
@@ -189,8 +192,6 @@ def extract_archive(archive: Path, dest: Path) -> Path:
         raise InputError(f"{archive}: cannot be extracted ({exc}); download it again") from exc
     (tmp / marker.name).write_text(str(archive) + "\n", encoding="utf-8")
     if dest.exists():
-        import shutil
-
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
