@@ -146,10 +146,10 @@ def _from_manifest(csv: Path, label_column: str, group_column: str | None,
         groups = fallback
     folds = pd.NA
     if "fold" in df.columns:
-        bad = [v for v in df["fold"].dropna() if not str(v).strip().lstrip("-").isdigit()]
+        bad = [v for v in df["fold"].dropna() if not (_is_number(v) and float(v).is_integer())]
         if bad:
             raise InputError(f"manifest {csv}: column 'fold' must hold whole numbers, found {bad[0]!r}")
-        folds = [pd.NA if pd.isna(v) else int(v) for v in df["fold"]]
+        folds = [pd.NA if pd.isna(v) else int(float(v)) for v in df["fold"]]
     if source:
         src = source
     elif "source" in df.columns or "source_dataset" in df.columns:

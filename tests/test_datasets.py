@@ -245,3 +245,14 @@ def test_urbansound8k_from_a_tar_archive(tmp_path, envsounds, envsounds_meta):
     assert folder.drop(columns="path").equals(table.drop(columns="path"))
     with pytest.raises(InputError, match="zenodo"):
         datasets.load_recordings("urbansound8k")
+
+
+def test_manifest_fold_must_be_whole(tmp_path, subset):
+    m = tmp_path / "m.csv"
+    rows = subset[["path", "original_label"]].iloc[:2].assign(fold=["1.0", "2"])
+    rows.to_csv(m, index=False)
+    table, _ = datasets.load_recordings(str(m), label_column="original_label")
+    assert sorted(table["fold"].tolist()) == [1, 2]
+    rows.assign(fold=["1", "first"]).to_csv(m, index=False)
+    with pytest.raises(InputError, match="'fold' must hold whole numbers, found 'first'"):
+        datasets.load_recordings(str(m), label_column="original_label")
