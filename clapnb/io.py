@@ -18,9 +18,13 @@ import pandas as pd
 
 
 def _tmp_beside(path: Path) -> Path:
+    """A temporary file next to ``path`` with the usual umask-based mode (mkstemp makes it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 
