@@ -576,10 +576,12 @@ def backbone_from_metadata(meta: dict, device: str = "auto") -> Backbone:
     if weights is not None and not Path(weights).is_file():
         raise InputError(f"the weights these embeddings were computed with, {weights}, are gone; "
                          "put the file back or recompute with `clapnb embed`")
-    backbone = load_backbone(name, weights=weights, device=device, policy=meta.get("policy", "msclap"))
-    if meta.get("fingerprint") and backbone.fingerprint != meta["fingerprint"]:
-        raise InputError(f"{name} now has fingerprint {backbone.fingerprint}, but the embeddings were computed "
-                         f"with {meta['fingerprint']}: the weights or feature code changed; recompute with "
-                         "`clapnb embed`")
-    return backbone
+    policy = meta.get("policy", "msclap")
+    if meta.get("fingerprint"):  # check before the (slow) model load
+        now = weights_sha256(weights) if weights else FeatureBackbone(name=name, policy=policy).fingerprint
+        if now != meta["fingerprint"]:
+            raise InputError(f"{name} now has fingerprint {now}, but the embeddings were computed with "
+                             f"{meta['fingerprint']}: the weights or feature code changed; recompute with "
+                             "`clapnb embed`")
+    return load_backbone(name, weights=weights, device=device, policy=policy)
 
