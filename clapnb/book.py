@@ -1,0 +1,156 @@
+"""Assemble and build the Jupyter Book of one run (no notebook is re-executed).
+
+The build folder mirrors the repository's book layout::
+
+    _config.yml, _toc.yml, book/*.md      copied from the repository (the toc globs run/L*/...)
+    run/01_dataset.ipynb, run/L04/...     copies of the run's executed notebooks, retitled per length,
+                                          with the random-weights banner inserted when it applies
+    generated/run.md, taxonomy.md         fragments the static pages include
+    book/results.md, book/accuracy_vs_length.png   Tables 2 and 3 and the figure, from results.json
+
+and ``jupyter-book build`` turns it into ``_build/html`` with warnings as errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import yaml
+
+from clapnb import io, report, sweep
+from clapnb.errors import ClapnbError, InputError
+
+BOOK_FILES = ("_config.yml", "_toc.yml")
+PAGES = "book"
+
+
+def _source_root() -> Path:
+    root = sweep.repo_root()
+    missing = [f for f in (*BOOK_FILES, PAGES) if not (root / f).exists()]
+    if missing:
+        raise ClapnbError(f"the book sources {', '.join(missing)} are not in {root}; run clapnb from its "
+                          "source checkout (pip install -e .)")
+    return root
+
+
+def prepare_notebook(nb, title: str, banner: str):
+    """Retitle a run's notebook for the book, put the banner under the title, hide the defaults.
+
+    The default ``parameters`` cell is removed (papermill's injected cell shows what really ran,
+    collapsed); the ``title`` cell moves to the top so the page title comes first.
+    """
+    cells = []
+    for cell in nb.cells:
+        tags = list(cell.get("metadata", {}).get("tags", []))
+        if "title" in tags:
+            continue
+        if "parameters" in tags:
+            continue
+        if "injected-parameters" in tags:
+            cell.metadata["tags"] = tags + ["hide-cell"]
+        cells.append(cell)
+    head = [nbformat.v4.new_markdown_cell(f"# {title}")]
+    if banner:
+        head.append(nbformat.v4.new_markdown_cell(banner))
+    nb.cells = head + cells
+    return nb
+
+
+def _copy_notebook(src: Path, dst: Path, title: str, banner: str) -> None:
+    nb = nbformat.read(src, as_version=4)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(prepare_notebook(nb, title, banner), dst)
+
+
+def taxonomy_fragment(recordings: pd.DataFrame | None) -> str:
+    """The 21 classes with their prompts and, when known, this run's recordings per class."""
+    from clapnb.taxonomy import CLASSES
+
+    counts = recordings["class"].value_counts() if recordings is not None else pd.Series(dtype=int)
+    rows = [{"Class (paper)": c.name, "Slug": f"`{c.slug}`", "Prompt": c.prompt,
+             "Recordings in this run": str(int(counts.get(c.slug, 0)))} for c in CLASSES]
+    return report.to_markdown(pd.DataFrame(rows)) + "\n"
+
+
+def run_fragment(name: str, config: Mapping, meta: Mapping) -> str:
+    """Banner (random weights) and the parameters of the run, included at the top of pages."""
+    lines = [report.banner(meta),
+             f"*Run `{name}`: {report.describe_model(meta)}; data `{config.get('data')}`; lengths "
+             f"{config.get('lengths')} s; segments per class (train, validation, early stop, test) "
+             f"{config.get('counts')}; seed {config.get('seed')}; input policy "
+             f"`{config.get('policy')}`.*\n"]
+    return "\n".join(x for x in lines if x)
+
+
+def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Lay out the build folder for ``run_dir`` (default ``run_dir/book``) and return it."""
+    from clapnb import plots
+
+    run_dir = Path(run_dir).resolve()
+    results, failed, config = sweep.read_results(run_dir)
+    if results.empty:
+        raise InputError(f"{run_dir}/results.json has no completed length; finish the sweep first "
+                         "(rerun 'clapnb sweep' with the same --out)")
+    dataset_nb = run_dir / sweep.DATASET_NOTEBOOK
+    if not dataset_nb.is_file():
+        raise InputError(f"{dataset_nb} is missing; rerun 'clapnb sweep' with the same --out to execute it")
+    out = Path(out).resolve() if out else run_dir / "book"
+    src = _source_root()
+    if out.exists():
+        for child in out.iterdir():  # keep _build: Sphinx reuses what did not change
+            if child.name != "_build":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    meta = report.run_meta(results)
+    conf = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8"))
+    if meta["random_weights"]:
+        conf.setdefault("html", {})["announcement"] = (
+            "RANDOM WEIGHTS: this book was built from the random-weights stand-in; "
+            "its numbers are NOT CLAP results")
+    io.atomic_write_text(out / "_config.yml", yaml.safe_dump(conf, sort_keys=False, allow_unicode=True))
+    shutil.copy2(src / "_toc.yml", out / "_toc.yml")
+    shutil.copytree(src / PAGES, out / PAGES)
+
+    banner = report.banner(meta)
+    _copy_notebook(dataset_nb, out / "run" / sweep.DATASET_NOTEBOOK, "The dataset: inventory", banner)
+    for n in results["length_s"].astype(int):
+        ldir = sweep.length_dir(run_dir, n)
+        for nb in sweep.PER_LENGTH_NOTEBOOKS:
+            title = nbformat.read(ldir / nb, as_version=4).metadata.get("clapnb", {}).get("title", nb)
+            _copy_notebook(ldir / nb, out / "run" / ldir.name / nb, f"{title}: {n}-s segments", banner)
+
+    recordings_path = run_dir / "recordings.parquet"
+    recordings = pd.read_parquet(recordings_path) if recordings_path.is_file() else None
+    io.atomic_write_text(out / "generated" / "taxonomy.md", taxonomy_fragment(recordings))
+    io.atomic_write_text(out / "generated" / "run.md", run_fragment(run_dir.name, config, meta))
+
+    fig = plots.accuracy_vs_length(results, report.PAPER_TABLE2, report.PAPER_TABLE3,
+                                   title=report.describe_model(meta))
+    fig.savefig(out / PAGES / "accuracy_vs_length.png", dpi=120)
+    io.atomic_write_text(out / PAGES / "results.md",
+                         report.results_page(results, figure="accuracy_vs_length.png", failed=failed))
+    return out
+
+
+def build(folder: str | os.PathLike) -> Path:
+    """``jupyter-book build`` with warnings as errors; returns the path of ``index.html``."""
+    folder = Path(folder)
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(folder), "--all", "-W", "-n",
+           "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+        raise ClapnbError(f"jupyter-book build of {folder} failed (warnings count as errors):\n{tail}")
+    index = folder / "_build" / "html" / "index.html"
+    if not index.is_file():
+        raise ClapnbError(f"jupyter-book finished but {index} is missing")
+    return index

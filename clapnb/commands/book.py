@@ -1,0 +1,23 @@
+"""``clapnb book``: the Jupyter Book of one run (executed notebooks + Tables 2 and 3)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "book", help="build the Jupyter Book of a run and print the path of index.html",
+        description="Assemble the run's executed notebooks and its results (Tables 2 and 3 next to the "
+                    "paper's values, accuracy vs length) into a Jupyter Book and build it with warnings "
+                    "as errors. Nothing is re-executed.")
+    p.add_argument("--run", required=True, help="run folder written by 'clapnb sweep' (holds results.json)")
+    p.add_argument("--out", default=None, help="build folder (default: RUN/book; the HTML goes to OUT/_build/html)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clapnb import book
+
+    print(book.build(book.assemble(args.run, args.out)))
+    return 0

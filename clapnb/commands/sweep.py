@@ -1,0 +1,78 @@
+"""``clapnb sweep``: every segment length through the notebooks (papermill), then results.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, backbone: bool = True) -> None:
+    """Options shared by ``sweep`` and ``reproduce`` (the parameters of a run)."""
+    p.add_argument("--data", default=data_default, required=data_default is None,
+                   help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
+                        "'esc50:PATH', 'urbansound8k:PATH', or 'auto' (../shared/data/envsounds if present)")
+    p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
+    p.add_argument("--mapping", default="default",
+                   help="label mapping: built-in name (esc50, urbansound8k, default) or YAML file(s), comma-separated")
+    p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
+    p.add_argument("--drop-empty-classes", action="store_true",
+                   help="leave out classes without audio in some split instead of failing")
+    if backbone:
+        p.add_argument("--backbone", default="msclap-2023",
+                       help="msclap-2023 (default), msclap-2022, mfcc or gfcc")
+    p.add_argument("--weights", default=None,
+                   help="CLAP checkpoint path (default: $CLAPNB_WEIGHTS, else msclap's hub download)")
+    p.add_argument("--policy", default="msclap", choices=("msclap", "native"),
+                   help="how segments other than the model's input length are fed (default: msclap)")
+    p.add_argument("--counts", default="500,100,100,100",
+                   help="segments per class for train,validation,early_stop,test (default 500,100,100,100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--snr-db", type=float, default=20.0, help="SNR of the noise of augmented copies (default 20)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    p.add_argument("--probe-grid", default="",
+                   help="probe hyper-parameter grid, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4' (best on validation)")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="lengths run in parallel, each in its own process (default 1)")
+
+
+def config_from_args(args: argparse.Namespace, **overrides):
+    from clapnb.sweep import SweepConfig
+
+    values = {"data": args.data, "label_column": args.label_column, "mapping": args.mapping,
+              "drop_unmapped": args.drop_unmapped, "drop_empty_classes": args.drop_empty_classes,
+              "backbone": getattr(args, "backbone", "msclap-2023"), "weights": args.weights,
+              "policy": args.policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
+              "device": args.device, "probe_grid": args.probe_grid,
+              "lengths": getattr(args, "lengths", "1-10")}
+    return SweepConfig(**{**values, **overrides})
+
+
+def print_results(results) -> None:
+    if results is None or results.empty:
+        return
+    cols = ["length_s", "zeroshot_accuracy", "probe_validation_accuracy", "probe_test_accuracy"]
+    print(results[cols].to_string(index=False, float_format=lambda v: f"{100 * v:.2f} %"))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run segments, embeddings, zero-shot and the probe for each length (notebooks)",
+        description="For each length, execute the study notebooks with papermill into OUT/L01..L10 "
+                    "(segments, embeddings, zero-shot, linear probe, confusion), then the dataset notebook, "
+                    "and write OUT/results.json and results.csv. Rerunning skips completed lengths; a "
+                    "failed length keeps its notebook with the error and the others still run.")
+    add_run_arguments(p, data_default=None)
+    p.add_argument("--lengths", default="1-10", help="segment lengths in s: 1-10, 4, 1,4,7 (default 1-10)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clapnb import sweep
+
+    outcome = sweep.run_sweep(config_from_args(args), args.out, jobs=args.jobs)
+    print(outcome.summary(), file=sys.stderr)
+    print_results(outcome.results)
+    print(os.path.join(outcome.run_dir, "results.json"))
+    return 0 if outcome.ok else 1

@@ -1,0 +1,383 @@
+"""Results tables next to the paper's values, captions, warning banners and the Results page.
+
+Everything here is a pure function of the rows that :mod:`clapnb.sweep` collects into
+``results.json`` (one row per segment length, see :data:`RESULT_COLUMNS`), so the tables the book
+shows can be checked against the paper's numbers without running a model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Paper Table 2: zero-shot CLAP 2023 on the validation set, in the paper's order (best first).
+PAPER_TABLE2 = pd.DataFrame({
+    "length_s": [4, 7, 8, 3, 9, 10, 5, 6, 2, 1],
+    "accuracy": [0.7293, 0.7289, 0.7055, 0.7023, 0.6949, 0.6935, 0.6832, 0.6681, 0.6402, 0.6042],
+    "loss": [2.83, 2.82, 2.83, 2.82, 2.83, 2.83, 2.83, 2.83, 2.84, 2.86],
+})
+#: Paper Table 3: the linear probe's best result ("on the validation set", Section 4).
+PAPER_TABLE3 = pd.DataFrame({"length_s": [4], "accuracy": [0.9183], "loss": [0.28]})
+
+#: Columns of one results row (one segment length); ``clapnb.sweep`` writes them.
+RESULT_COLUMNS = (
+    "length_s", "backbone", "weights", "weights_fingerprint", "random_weights", "data_fingerprint",
+    "input_policy", "n_classes",
+    "zeroshot_applicable", "zeroshot_split", "zeroshot_n", "zeroshot_accuracy",
+    "zeroshot_ci_low", "zeroshot_ci_high", "zeroshot_loss_paper", "zeroshot_loss_calibrated",
+    "probe_best_epoch", "probe_epochs",
+    "probe_validation_n", "probe_validation_accuracy", "probe_validation_ci_low",
+    "probe_validation_ci_high", "probe_validation_loss",
+    "probe_test_n", "probe_test_accuracy", "probe_test_ci_low", "probe_test_ci_high", "probe_test_loss",
+)
+
+NA = "n/a"
+
+
+def _pct(x) -> str:
+    return NA if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f} %"
+
+
+def _ci(low, high) -> str:
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (low, high)):
+        return NA
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _num(x, digits: int = 2) -> str:
+    return NA if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _rank_desc(values: pd.Series) -> pd.Series:
+    """Rank 1 = highest; NaN (not applicable) last."""
+    return values.rank(ascending=False, method="min", na_option="bottom").astype(int)
+
+
+def table2(results: pd.DataFrame) -> pd.DataFrame:
+    """Zero-shot per length beside paper Table 2, sorted by our accuracy (best first) as in the paper.
+
+    Lengths without a zero-shot number (a backbone with no text side) sort last, by length. The
+    paper's value is joined by length, and its rank is kept so the two orders can be compared.
+    """
+    ours = results[["length_s", "zeroshot_accuracy", "zeroshot_ci_low", "zeroshot_ci_high",
+                    "zeroshot_loss_paper", "zeroshot_loss_calibrated"]].copy()
+    ours["length_s"] = ours["length_s"].astype(int)
+    paper = PAPER_TABLE2.rename(columns={"accuracy": "paper_accuracy", "loss": "paper_loss"})
+    paper["paper_rank"] = np.arange(1, len(paper) + 1)
+    out = ours.merge(paper, on="length_s", how="left")
+    out["rank"] = _rank_desc(out["zeroshot_accuracy"])
+    out["delta_accuracy"] = out["zeroshot_accuracy"] - out["paper_accuracy"]
+    return out.sort_values(["rank", "length_s"], kind="stable").reset_index(drop=True)
+
+
+def table3(results: pd.DataFrame) -> pd.DataFrame:
+    """Linear probe per length beside paper Table 3 (the paper trains it at 4 s only).
+
+    Sorted by our validation accuracy (best first): the paper reports its best result, measured
+    on the validation set, so our validation accuracy is the comparable column.
+    """
+    cols = ["length_s", "probe_validation_accuracy", "probe_validation_ci_low",
+            "probe_validation_ci_high", "probe_validation_loss", "probe_test_accuracy",
+            "probe_test_ci_low", "probe_test_ci_high", "probe_test_loss", "probe_best_epoch"]
+    ours = results[cols].copy()
+    ours["length_s"] = ours["length_s"].astype(int)
+    paper = PAPER_TABLE3.rename(columns={"accuracy": "paper_accuracy", "loss": "paper_loss"})
+    out = ours.merge(paper, on="length_s", how="left")
+    out["rank"] = _rank_desc(out["probe_validation_accuracy"])
+    out["delta_accuracy"] = out["probe_validation_accuracy"] - out["paper_accuracy"]
+    return out.sort_values(["rank", "length_s"], kind="stable").reset_index(drop=True)
+
+
+def format_table2(t2: pd.DataFrame) -> pd.DataFrame:
+    """Display strings for :func:`table2` (percent with two decimals, like the paper)."""
+    return pd.DataFrame({
+        "Audio length": [f"{n} s" for n in t2["length_s"]],
+        "Accuracy (ours)": [_pct(v) for v in t2["zeroshot_accuracy"]],
+        "95 % CI": [_ci(lo, hi) for lo, hi in zip(t2["zeroshot_ci_low"], t2["zeroshot_ci_high"])],
+        "Loss, paper-style (ours)": [_num(v) for v in t2["zeroshot_loss_paper"]],
+        "Loss, calibrated (ours)": [_num(v) for v in t2["zeroshot_loss_calibrated"]],
+        "Accuracy (paper)": [_pct(v) for v in t2["paper_accuracy"]],
+        "Loss (paper)": [_num(v) for v in t2["paper_loss"]],
+        "Rank (ours)": [NA if pd.isna(a) else str(r) for r, a in zip(t2["rank"], t2["zeroshot_accuracy"])],
+        "Rank (paper)": [NA if pd.isna(r) else str(int(r)) for r in t2["paper_rank"]],
+    })
+
+
+def format_table3(t3: pd.DataFrame) -> pd.DataFrame:
+    """Display strings for :func:`table3`; lengths the paper did not report show n/a."""
+    return pd.DataFrame({
+        "Audio length": [f"{n} s" for n in t3["length_s"]],
+        "Validation accuracy (ours)": [_pct(v) for v in t3["probe_validation_accuracy"]],
+        "95 % CI": [_ci(lo, hi) for lo, hi in zip(t3["probe_validation_ci_low"], t3["probe_validation_ci_high"])],
+        "Validation loss (ours)": [_num(v) for v in t3["probe_validation_loss"]],
+        "Test accuracy (ours)": [_pct(v) for v in t3["probe_test_accuracy"]],
+        "Test 95 % CI": [_ci(lo, hi) for lo, hi in zip(t3["probe_test_ci_low"], t3["probe_test_ci_high"])],
+        "Test loss (ours)": [_num(v) for v in t3["probe_test_loss"]],
+        "Accuracy (paper)": [_pct(v) for v in t3["paper_accuracy"]],
+        "Loss (paper)": [_num(v) for v in t3["paper_loss"]],
+    })
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A pipe table (MyST and GitHub render it)."""
+    return df.to_markdown(index=False, stralign="right", disable_numparse=True)
+
+
+def describe_model(meta: Mapping) -> str:
+    """Backbone and weights in words, for captions: which model produced these numbers."""
+    name = str(meta.get("backbone", "?"))
+    fp = str(meta.get("weights_fingerprint") or "")[:12]
+    if name.startswith("msclap"):
+        weights = meta.get("weights")
+        weights = (", ".join(os.path.basename(w.strip()) for w in str(weights).split(","))
+                   if weights else "msclap's download")
+        text = f"backbone {name}, weights {weights}" + (f" (sha256 {fp}...)" if fp else "")
+    else:
+        text = f"backbone {name} (feature baseline, no weights" + (f"; configuration {fp}" if fp else "") + ")"
+    if meta.get("random_weights"):
+        text += ", RANDOM WEIGHTS (stand-in, not CLAP results)"
+    return text
+
+
+def banner(meta: Mapping) -> str:
+    """A MyST ``danger`` admonition for runs made with the random-weights stand-in, else ``''``."""
+    if not meta.get("random_weights"):
+        return ""
+    return (":::{danger} Random weights: these are NOT CLAP results\n"
+            f"This run used {describe_model(meta)}. The msclap architecture ran with random weights "
+            "as an offline plumbing check; every number and figure on this page is meaningless as a "
+            "measurement of CLAP and must not be compared with the paper.\n:::\n")
+
+
+def not_applicable_note(meta: Mapping) -> str:
+    if all(meta.get("zeroshot_applicable_all", [True])):
+        return ""
+    return (f":::{{note}}\nZero-shot classification is not applicable to backbone "
+            f"{meta.get('backbone')}: it has no text encoder. Table 2 shows n/a for our columns.\n:::\n")
+
+
+def run_meta(results: pd.DataFrame) -> dict:
+    """What a run's rows share (backbone, weights, fingerprints); mixed values are listed."""
+    meta: dict = {}
+    for key in ("backbone", "weights", "weights_fingerprint", "data_fingerprint", "input_policy"):
+        values = sorted({str(v) for v in results[key].dropna()}) if key in results else []
+        meta[key] = values[0] if len(values) == 1 else ", ".join(values)
+    meta["random_weights"] = bool(results["random_weights"].fillna(False).astype(bool).any())
+    meta["zeroshot_applicable_all"] = [bool(v) for v in results["zeroshot_applicable"]]
+    return meta
+
+
+def results_page(results: pd.DataFrame, *, figure: str | None = None,
+                 failed: Sequence[Mapping] = ()) -> str:
+    """The MyST Markdown of the Results page: Tables 2 and 3 beside the paper's, and the figure."""
+    meta = run_meta(results)
+    model = describe_model(meta)
+    n = len(results)
+    parts = ["# Results\n", banner(meta),
+             f"All numbers below come from one run: {model}; data fingerprint "
+             f"`{meta['data_fingerprint']}`, input policy `{meta['input_policy']}`, {n} segment "
+             "length(s). The paper's values were measured by the authors on their private dataset "
+             "(see *The study in brief*): the comparison shows agreement of trends, not of data.\n"]
+    if failed:
+        parts.append(":::{warning} Incomplete sweep\n" + "\n".join(
+            f"- {f.get('length_s')} s: {f.get('error', 'failed')}" for f in failed) + "\n:::\n")
+    parts.append(not_applicable_note(meta))
+    parts.append(
+        f":::{{table}} Table 2: zero-shot accuracy and loss on the validation set per audio length, "
+        f"sorted by our accuracy as in the paper; ours ({model}) beside the paper's (MS-CLAP 2023). "
+        "Paper-style loss: softmax over unscaled cosine similarities (what the paper's ~2.83 "
+        "implies); calibrated: with CLAP's logit scale. CI: 95 % bootstrap over recordings.\n"
+        ":name: table-2\n\n" + to_markdown(format_table2(table2(results))) + "\n:::\n")
+    parts.append(
+        f":::{{table}} Table 3: linear probe (one linear layer on the frozen embeddings, early "
+        f"stopping with patience 10) per audio length, sorted by our validation accuracy; ours ({model}) beside the paper's, "
+        "which trained it at 4 s only and reports validation accuracy.\n"
+        ":name: table-3\n\n" + to_markdown(format_table3(table3(results))) + "\n:::\n")
+    if figure:
+        parts.append(
+            f":::{{figure}} {figure}\n:name: fig-accuracy-length\n\nAccuracy vs audio length "
+            f"({model}): zero-shot (validation set) and linear probe (validation and test sets), "
+            "with 95 % bootstrap intervals; the paper's zero-shot and probe values as grey marks.\n:::\n")
+    return "\n".join(p for p in parts if p)
+
+
+# --- tables the notebooks show --------------------------------------------------------------------
+
+def show_banner(record: Mapping) -> None:
+    """In a notebook: a plain Markdown warning when ``record`` comes from random weights.
+
+    The book adds its MyST admonition on top; this one is for readers in JupyterLab.
+    """
+    if record.get("random_weights"):
+        from IPython.display import Markdown, display
+
+        display(Markdown("**⚠ RANDOM WEIGHTS: NOT CLAP RESULTS.** This run used the random-weights "
+                         "stand-in (a plumbing check); its numbers say nothing about CLAP."))
+
+
+def recordings_summary(recordings: pd.DataFrame) -> pd.DataFrame:
+    """Recordings and seconds of audio per class and source (the source mix is a known shortcut)."""
+    rec = recordings[recordings["class"].notna()]
+    t = rec.pivot_table(index="class", columns="source", values="duration_s",
+                        aggfunc=["count", "sum"], fill_value=0)
+    t.columns = [f"{'recordings' if agg == 'count' else 'seconds'} · {src}" for agg, src in t.columns]
+    t["recordings"] = rec.groupby("class").size()
+    t["seconds"] = rec.groupby("class")["duration_s"].sum().round(1)
+    t["approximate mapping"] = rec.groupby("class")["approximate"].any()
+    order = [c for c in _slug_order(t.index)]
+    return t.loc[order].round(1)
+
+
+def _slug_order(classes) -> list[str]:
+    from clapnb.taxonomy import SLUGS
+
+    rank = {c: i for i, c in enumerate(SLUGS)}
+    return sorted(classes, key=lambda c: (rank.get(c, len(rank)), str(c)))
+
+
+def licence_summary(recordings: pd.DataFrame) -> pd.DataFrame:
+    """Recordings per source and licence: what the inventory may be redistributed under."""
+    rec = recordings[recordings["class"].notna()]
+    return (rec.groupby(["source", "license"]).size().rename("recordings").reset_index()
+            .sort_values(["source", "license"]).reset_index(drop=True))
+
+
+def segment_summary(segments: pd.DataFrame) -> pd.DataFrame:
+    """Real and noise-augmented segments per length and split, with the augmented share."""
+    t = (segments.assign(real=~segments["augmented"].astype(bool), augmented=segments["augmented"].astype(bool))
+         .groupby(["length_s", "split"])[["real", "augmented"]].sum().astype(int).reset_index())
+    t["augmented %"] = (100 * t["augmented"] / (t["real"] + t["augmented"])).round(1)
+    t["split"] = pd.Categorical(t["split"], ["train", "validation", "early_stop", "test"], ordered=True)
+    return t.sort_values(["length_s", "split"]).reset_index(drop=True)
+
+
+def augmented_share(segments: pd.DataFrame) -> pd.DataFrame:
+    """Percentage of augmented segments per class (rows) and length (columns)."""
+    t = segments.groupby(["class", "length_s"])["augmented"].mean().mul(100).round(1).unstack("length_s")
+    t.columns = [f"{float(c):g} s" for c in t.columns]
+    return t.loc[_slug_order(t.index)]
+
+
+def examples_per_class(recordings: pd.DataFrame) -> pd.DataFrame:
+    """One recording per class (the first by path): the audio the dataset notebook plays."""
+    rec = recordings[recordings["class"].notna()].sort_values("path")
+    first = rec.groupby("class", sort=False).head(1)
+    return first.set_index("class").loc[_slug_order(first["class"])].reset_index()
+
+
+def split_metrics_table(metrics_by_split: Mapping[str, Mapping], loss_keys: Mapping[str, str]) -> pd.DataFrame:
+    """Accuracy with CI and the given losses per split, from a zeroshot/probe ``metrics`` dict."""
+    rows = []
+    for split, m in metrics_by_split.items():
+        ci = m.get("accuracy_ci") or {}
+        row = {"split": split, "n": m.get("n"), "accuracy": _pct(m.get("accuracy")),
+               "95 % CI": _ci(ci.get("low"), ci.get("high"))}
+        for label, key in loss_keys.items():
+            row[label] = _num(m.get(key), 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def zeroshot_table(record: Mapping) -> pd.DataFrame:
+    return split_metrics_table(record["metrics"], {"loss, paper-style": "loss_paper_style",
+                                                   "loss, calibrated": "loss_calibrated"})
+
+
+def probe_table(record: Mapping) -> pd.DataFrame:
+    return split_metrics_table(record["metrics"], {"loss": "loss"})
+
+
+def prompts_table(record: Mapping) -> pd.DataFrame:
+    return pd.DataFrame([{"class": c, "prompts": " | ".join(p)} for c, p in record["prompts"].items()])
+
+
+def per_class_accuracy(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Accuracy and support per true class on one split, in taxonomy order."""
+    p = predictions[predictions["split"] == split]
+    t = p.groupby("true")["correct"].agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "n"})
+    t = t.loc[_slug_order(t.index)].rename_axis("class").reset_index()
+    return t
+
+
+def per_class_comparison(by_method: Mapping[str, pd.DataFrame], split: str,
+                         classes: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall and F1 per class for several methods side by side on one split."""
+    from clapnb import metrics
+
+    parts = []
+    for name, preds in by_method.items():
+        p = preds[preds["split"] == split]
+        t = metrics.per_class(p["true"], p["pred"], classes).set_index("class")
+        parts.append(t[["precision", "recall", "f1"]].add_prefix(f"{name} ").round(3))
+        support = t["support"]
+    return pd.concat([support, *parts], axis=1)
+
+
+def most_confused_table(by_method: Mapping[str, pd.DataFrame], split: str, classes: Sequence[str],
+                        top: int = 8) -> pd.DataFrame:
+    """The most confused (true, predicted) pairs of each method on one split."""
+    from clapnb import metrics
+
+    parts = []
+    for name, preds in by_method.items():
+        p = preds[preds["split"] == split]
+        t = metrics.most_confused(p["true"], p["pred"], classes, top=top)
+        parts.append(t.assign(method=name, share_of_true=t["share_of_true"].round(3)))
+    return pd.concat(parts, ignore_index=True)[["method", "true", "pred", "count", "share_of_true"]]
+
+
+def misclassified(predictions: pd.DataFrame, segments: pd.DataFrame, split: str, n: int, *,
+                  recordings: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
+    """``n`` misclassified segments of one split (seeded pick), with where their audio comes from."""
+    wrong = predictions[(predictions["split"] == split) & ~predictions["correct"].astype(bool)]
+    pick = wrong.sample(n=min(n, len(wrong)), random_state=seed).sort_values("segment_id")
+    cols = ["segment_id", "path", "sha256", "start_s", "end_s", "augmented", "snr_db", "noise_seed"]
+    out = pick[["segment_id", "true", "pred"]].merge(segments[cols], on="segment_id", how="left")
+    if recordings is not None:
+        out = out.merge(recordings[["path", "license", "attribution"]], on="path", how="left")
+    return out.reset_index(drop=True)
+
+
+#: Sample rate of the audio players embedded in notebooks: enough to recognise a sound and keeps
+#: the book small (a 10-s 44.1-kHz player would add ~1.2 MB of base64 per segment).
+PLAYER_SR = 16000
+
+
+def segment_audio(segments: pd.DataFrame, sr: int = PLAYER_SR) -> list[np.ndarray]:
+    """Waveforms of segment rows as the embeddings saw them (cut, repeated, noise), at ``sr``."""
+    from clapnb.embeddings import iter_segment_audio
+
+    if segments.empty:
+        return []
+    waves = dict(iter_segment_audio(segments, sr))
+    return [waves[i] for i in range(len(segments))]
+
+
+def player(x: np.ndarray, sr: int = PLAYER_SR):
+    """An audio player for a notebook (peak-normalised by the browser, like any Audio widget)."""
+    from IPython.display import Audio
+
+    return Audio(x, rate=sr)
+
+
+def present_classes(segments: pd.DataFrame) -> list[str]:
+    """Classes that have segments, in taxonomy (paper) order."""
+    return _slug_order(set(segments["class"]))
+
+
+def confusion(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Confusion counts on one split; columns also hold predicted classes absent from the data.
+
+    Zero-shot chooses among all 21 classes, so it can predict a class with no segments (e.g.
+    vehicle pass-by); dropping those predictions would hide errors.
+    """
+    from clapnb import metrics
+
+    p = predictions[predictions["split"] == split]
+    labels = _slug_order(set(p["true"]) | set(p["pred"]))
+    cm = metrics.confusion(p["true"], p["pred"], labels)
+    return cm.loc[cm.sum(axis=1) > 0]
