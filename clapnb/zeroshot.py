@@ -177,7 +177,8 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
     run_dir = Path(run_dir)
     emb = load_run_embeddings(run_dir)
     meta = dict(emb.meta.get("backbone", emb.meta))
-    if not meta.get("has_text", True) or (backbone is not None and not backbone.has_text):
+    has_text = backbone.has_text if backbone is not None else bool(meta.get("has_text", False))
+    if not has_text:
         record = not_applicable_record(meta)
         if if_no_text == "raise":
             raise ZeroShotNotApplicable(record["reason"])
@@ -187,12 +188,9 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
         from clapnb.backbones import backbone_from_metadata
 
         backbone = backbone_from_metadata(meta, device=device)
-    if not backbone.has_text:
-        record = not_applicable_record(meta)
-        if if_no_text == "raise":
-            raise ZeroShotNotApplicable(record["reason"])
-        io.atomic_write_json(run_dir / "zeroshot.json", record)
-        return record
+    elif meta.get("fingerprint") and backbone.fingerprint != meta["fingerprint"]:
+        raise InputError(f"the backbone passed has fingerprint {backbone.fingerprint} but the embeddings "
+                         f"of {run_dir} were computed with {meta['fingerprint']}; pass the same backbone")
 
     segments = emb.segments.reset_index(drop=True)
     classes = resolve_classes(sorted(set(segments["class"])), class_set)

@@ -183,3 +183,104 @@ def test_file_windows():
     assert probe.file_windows(10.0, 4.0) == [(0.0, 4.0), (4.0, 8.0)]
     assert probe.file_windows(2.5, 4.0) == [(0.0, 4.0)]  # short file: one window, audio repeats
     assert len(probe.file_windows(12.0, 4.0)) == 3
+
+
+# --- real audio: MFCC features of held-out recordings, through the CLI -----------------------
+
+LABELS = ["dog", "rooster", "siren", "church_bells", "helicopter", "crickets"]  # ESC-50 only: no source shortcut
+
+
+@pytest.fixture(scope="module")
+def mfcc_run(envsounds, envsounds_meta, tmp_path_factory):
+    """6 classes x 12 independent recordings, 2-s segments split by recording, MFCC features."""
+    from conftest import small_manifest
+
+    from clapnb.cli import main
+
+    out = tmp_path_factory.mktemp("mfcc_run")
+    distinct = envsounds_meta.drop_duplicates(["original_label", "freesound_id"])
+    small_manifest(distinct, envsounds, 12, LABELS).to_csv(out / "manifest.csv", index=False)
+    run = out / "L02"
+    assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
+                 "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
+    assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "mfcc",
+                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+    assert main(["probe", "--run", str(run)]) == 0
+    return run
+
+
+def test_mfcc_probe_beats_chance_on_held_out_recordings(mfcc_run):
+    import json
+
+    import pandas as pd
+
+    record = json.loads((mfcc_run / "probe.json").read_text())
+    # the data's classes in the paper's (taxonomy) order
+    assert record["classes"] == ["bells", "chicken_coop", "cicadas_crickets", "dogs", "helicopter",
+                                 "sirens_alarms"]
+    assert record["random_weights"] is False and record["backbone"]["name"] == "mfcc"
+    segs = pd.read_parquet(mfcc_run / "segments.parquet")
+    held_out = segs[segs["split"].isin(["validation", "test"])]
+    assert set(held_out["group"]).isdisjoint(set(segs.loc[segs["split"] == "train", "group"]))
+    # Measured (seeds 0-4): pooled validation+test accuracy 0.52-0.65 over 48 segments; chance is 1/6.
+    preds = pd.read_parquet(mfcc_run / "probe_predictions.parquet")
+    pooled = preds[preds["split"].isin(["validation", "test"])]
+    assert len(pooled) == 48
+    assert pooled["correct"].mean() >= 0.35
+    for split in ("validation", "test"):
+        m = record["metrics"][split]
+        assert m["accuracy"] == pytest.approx(preds.loc[preds["split"] == split, "correct"].mean())
+        assert m["accuracy_ci"]["resampled"] == "group"
+    # early stopping really happened with the paper's patience
+    assert record["stopped_early"] and record["epochs_run"] == record["best_epoch"] + 10
+
+
+def test_run_probe_is_byte_reproducible(mfcc_run, tmp_path):
+    import shutil
+
+    before = {n: (mfcc_run / n).read_bytes() for n in ("probe.json", "probe_predictions.parquet")}
+    copy = tmp_path / "again"
+    shutil.copytree(mfcc_run, copy)
+    for n in ("probe.json", "probe.pt", "probe_predictions.parquet"):
+        (copy / n).unlink()
+    probe.run_probe(copy, ProbeConfig())
+    for n, data in before.items():
+        assert (copy / n).read_bytes() == data, n
+
+
+def test_predict_files_reproduces_the_run_pipeline(mfcc_run, capsys):
+    """A held-out recording through `predict` gets the mean of the probe's probabilities over the
+    embeddings of its 2-s windows, exactly as computed for the run."""
+    from clapnb.cli import main
+    from clapnb.embeddings import load_run_embeddings
+
+    emb = load_run_embeddings(mfcc_run)
+    segs = emb.segments
+    real = segs[~segs["augmented"] & segs["split"].isin(["test"])]
+    # a 5-s recording whose two full windows [0, 2) and [2, 4) are both in the table
+    starts = real.groupby("path")["start_s"].apply(lambda s: sorted(s.tolist()))
+    path = next(p for p, s in starts.items() if s == [0.0, 2.0])
+    p = probe.load_probe(mfcc_run / "probe.pt")
+    rows = real.index[real["path"] == path]
+    expected = p.probabilities(emb.X[rows]).mean(axis=0)
+
+    table = probe.predict_files(mfcc_run / "probe.pt", [path])
+    assert table.loc[0, "n_segments"] == 2
+    np.testing.assert_allclose(table.loc[0, "probs"], expected, rtol=1e-5, atol=1e-6)
+    assert table.loc[0, "pred"] == p.classes[int(expected.argmax())]
+
+    assert main(["predict", "--probe", str(mfcc_run / "probe.pt"), path, "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert path in out and table.loc[0, "pred"] in out
+
+
+def test_run_probe_refuses_a_run_without_test_segments(mfcc_run, tmp_path):
+    from clapnb import backbones, embeddings, io
+
+    segs = embeddings.load_run_embeddings(mfcc_run).segments
+    run = tmp_path / "no_test"
+    io.atomic_write_parquet(run / "segments.parquet", segs[segs["split"] != "test"])
+    cache = io.read_json(mfcc_run / "embeddings.json")["cache_dir"]
+    embeddings.embed_run(run, backbones.load_backbone("mfcc"), cache_dir=cache, progress=False)
+    with pytest.raises(InputError, match=r"split\(s\) test hold no segments"):
+        probe.run_probe(run)

@@ -128,3 +128,92 @@ def test_class_sets():
     assert zeroshot.resolve_classes(["dogs", "airplane"], "present") == ["airplane", "dogs"]
     with pytest.raises(InputError):
         zeroshot.resolve_classes(["dogs"], "some")
+
+
+# --- run folders: the random-weights stand-in through msclap's loading path, and MFCC ----------
+
+LABELS = ["dog", "siren", "church_bells"]
+
+
+def _build_run(envsounds, envsounds_meta, out, backbone_args):
+    from conftest import small_manifest
+
+    from clapnb.cli import main
+
+    distinct = envsounds_meta.drop_duplicates(["original_label", "freesound_id"])
+    small_manifest(distinct, envsounds, 5, LABELS).to_csv(out / "manifest.csv", index=False)
+    run = out / "L03"
+    assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
+                 "--length", "3", "--counts", "3,2,1,2", "--out", str(run)]) == 0
+    assert main(["embed", "--segments", str(run / "segments.parquet"), *backbone_args,
+                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def standin_run(standin_dir, envsounds, envsounds_meta, tmp_path_factory):
+    from clapnb import backbones
+
+    run = _build_run(envsounds, envsounds_meta, tmp_path_factory.mktemp("zs"),
+                     ["--backbone", "msclap-2023", "--device", "cpu"])
+    return run, backbones.load_backbone("msclap-2023", device="cpu")
+
+
+def test_zeroshot_run_with_standin_matches_numpy(standin_run, standin_dir):
+    import torch
+
+    from clapnb import standin
+    from clapnb.embeddings import load_run_embeddings
+
+    run, backbone = standin_run
+    record = zeroshot.run_zeroshot(run, backbone=backbone, device="cpu")
+    assert record["applicable"] and record["random_weights"] is True
+    assert record["classes"] == list(SLUGS) and record["template"] == zeroshot.DEFAULT_TEMPLATE
+    # CLAP's multiplier is exp(logit_scale) of the checkpoint msclap loaded
+    sd = torch.load(standin_dir / standin.CHECKPOINT_NAME, map_location="cpu", weights_only=True)["model"]
+    assert record["logit_scale"] == pytest.approx(float(sd["logit_scale"].exp()), rel=1e-6)
+
+    emb = load_run_embeddings(run)
+    text = backbone.embed_text([f"this is the sound of {BY_SLUG[c].prompt}" for c in SLUGS])
+    a = emb.X / np.linalg.norm(emb.X, axis=1, keepdims=True)
+    t = text / np.linalg.norm(text, axis=1, keepdims=True)
+    cos = a.astype(np.float64) @ t.T.astype(np.float64)
+    y = emb.segments["class"].map({c: i for i, c in enumerate(SLUGS)}).to_numpy()
+    for split, m in record["metrics"].items():
+        mask = (emb.segments["split"] == split).to_numpy()
+        assert m["n"] == mask.sum()
+        assert m["accuracy"] == pytest.approx(float((cos[mask].argmax(1) == y[mask]).mean()))
+        assert m["loss_paper_style"] == pytest.approx(numpy_ce(cos[mask], y[mask]), rel=1e-5)
+        assert m["loss_calibrated"] == pytest.approx(numpy_ce(record["logit_scale"] * cos[mask], y[mask]), rel=1e-4)
+    preds = pd.read_parquet(run / "zeroshot_predictions.parquet")
+    assert preds["segment_id"].tolist() == emb.segments["segment_id"].tolist()
+    assert np.stack(preds["scores"]).shape == (len(emb.segments), 21)
+
+
+def test_zeroshot_ensemble_and_present_classes_with_cli(standin_run, capsys):
+    import json
+
+    from clapnb.cli import main
+
+    run, _ = standin_run
+    assert main(["zeroshot", "--run", str(run), "--ensemble", "--classes", "present", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT CLAP results" in out and "paper-style" in out
+    record = json.loads((run / "zeroshot.json").read_text())
+    assert record["classes"] == ["bells", "dogs", "sirens_alarms"] and record["ensemble"] is True
+    assert record["prompts"]["dogs"][1:] == [f"this is the sound of {s}" for s in BY_SLUG["dogs"].synonyms]
+
+
+def test_mfcc_run_records_not_applicable(envsounds, envsounds_meta, tmp_path, capsys):
+    import json
+
+    from clapnb.cli import main
+
+    run = _build_run(envsounds, envsounds_meta, tmp_path, ["--backbone", "mfcc"])
+    with pytest.raises(zeroshot.ZeroShotNotApplicable, match="not applicable to mfcc: no text encoder"):
+        zeroshot.run_zeroshot(run)
+    assert not (run / "zeroshot.json").exists()
+    assert main(["zeroshot", "--run", str(run)]) == 2
+    assert "zero-shot is not applicable to mfcc: no text encoder" in capsys.readouterr().err
+    record = json.loads((run / "zeroshot.json").read_text())
+    assert record["applicable"] is False and "no text encoder" in record["reason"]
