@@ -137,6 +137,17 @@ def bootstrap_accuracy_ci(y_true, y_pred, *, groups=None, n_resamples: int = 100
     return Interval(float(low), float(high), level, n_resamples, unit)
 
 
+def real_only(correct, augmented) -> dict:
+    """Accuracy over the real (not noise-augmented) segments alone, beside the full-split number.
+
+    Augmented copies can dominate a split when audio is short; this shows whether the headline
+    accuracy holds on genuine audio.
+    """
+    real = ~np.asarray(augmented, dtype=bool)
+    c = np.asarray(correct, dtype=bool)[real]
+    return {"n_real": int(real.sum()), "accuracy_real": float(c.mean()) if len(c) else None}
+
+
 def summary(y_true_idx, logits, classes: Sequence[str], *, groups=None, seed: int = 0,
             n_resamples: int = 1000) -> dict:
     """Accuracy (+ bootstrap CI) and cross-entropy of one split, as a JSON-able dict."""

@@ -23,9 +23,9 @@ import pandas as pd
 
 from clapnb import __version__, io, metrics
 from clapnb.errors import InputError
+from clapnb.segments import SPLITS
 from clapnb.taxonomy import SLUGS
 
-SPLITS = ("train", "validation", "early_stop", "test")
 PROBE_FORMAT = "clapnb-probe/1"
 
 
@@ -263,24 +263,21 @@ def select_and_train(data: dict[str, tuple[np.ndarray, np.ndarray]], classes: Se
     return results[order[0]], table
 
 
-def _probe_payload(probe: Probe) -> dict:
-    return {
-        "format": PROBE_FORMAT,
-        "state_dict": {"weight": probe.weight, "bias": probe.bias},
-        "mean": probe.mean, "scale": probe.scale,
-        "classes": list(probe.classes), "config": asdict(probe.config),
-        "backbone": probe.backbone, "length_s": probe.length_s, "clapnb_version": __version__,
-    }
-
-
 def save_probe(path: str | os.PathLike, probe: Probe) -> Path:
-    """Write ``probe.pt``: state dict, classes, backbone metadata, config, standardisation."""
+    """Write ``probe.pt``: state dict, classes, backbone metadata, config, standardisation.
+
+    Only tensors and plain Python data go in, so :func:`load_probe` can use ``weights_only``.
+    """
     import torch
 
-    payload = _probe_payload(probe)
-    payload["state_dict"] = {k: torch.from_numpy(np.asarray(v)) for k, v in payload["state_dict"].items()}
-    payload["mean"], payload["scale"] = torch.from_numpy(probe.mean), torch.from_numpy(probe.scale)
-    payload["backbone"] = io.to_jsonable(probe.backbone)
+    payload = {
+        "format": PROBE_FORMAT,
+        "state_dict": {"weight": torch.from_numpy(probe.weight), "bias": torch.from_numpy(probe.bias)},
+        "mean": torch.from_numpy(probe.mean), "scale": torch.from_numpy(probe.scale),
+        "classes": list(probe.classes), "config": asdict(probe.config),
+        "backbone": io.to_jsonable(probe.backbone), "length_s": probe.length_s,
+        "clapnb_version": __version__,
+    }
     buf = _io.BytesIO()
     torch.save(payload, buf)
     return io.atomic_write_bytes(path, buf.getvalue())
@@ -400,6 +397,8 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
     for s, m in masks.items():
         groups = segments.loc[m, "group"].to_numpy() if "group" in segments else None
         per_split[s] = metrics.summary(y[m], logits[m], classes, groups=groups, seed=seed)
+        if "augmented" in segments:
+            per_split[s].update(metrics.real_only(logits[m].argmax(1) == y[m], segments.loc[m, "augmented"]))
     probs = probe.probabilities(X)
     preds = pd.DataFrame({
         "segment_id": segments["segment_id"].to_numpy(), "split": segments["split"].to_numpy(),

@@ -19,12 +19,12 @@ import pandas as pd
 
 from clapnb import io, metrics
 from clapnb.errors import InputError
+from clapnb.segments import SPLITS
 from clapnb.taxonomy import BY_SLUG, SLUGS
 
 #: msclap's ESC-50 example prompt.
 DEFAULT_TEMPLATE = "this is the sound of {}"
 CLASS_SETS = ("all", "present")
-SPLITS = ("train", "validation", "early_stop", "test")
 
 LOSS_DEFINITIONS = {
     "loss_paper_style": "cross-entropy of softmax over the unscaled cosine similarities "
@@ -142,6 +142,8 @@ def evaluate(scores: np.ndarray, segments: pd.DataFrame, classes: Sequence[str],
         mask = (segments["split"] == split).to_numpy()
         groups = segments.loc[mask, "group"].to_numpy() if "group" in segments else None
         per_split[split] = split_metrics(scores[mask], y[mask], logit_scale, groups=groups, seed=seed)
+        if "augmented" in segments:
+            per_split[split].update(metrics.real_only(pred[mask] == y[mask], segments.loc[mask, "augmented"]))
     preds = pd.DataFrame({
         "segment_id": segments["segment_id"].to_numpy(),
         "split": segments["split"].to_numpy(),

@@ -144,3 +144,9 @@ def test_summary_reports_accuracy_ci_and_loss():
     assert s["n"] == 3 and s["accuracy"] == pytest.approx(2 / 3)
     assert s["loss"] == pytest.approx(metrics.cross_entropy(z, y))
     assert 0 <= s["accuracy_ci"]["low"] <= s["accuracy"] <= s["accuracy_ci"]["high"] <= 1
+
+
+def test_real_only_accuracy_ignores_augmented_copies():
+    out = metrics.real_only([True, False, True, True], [False, False, True, True])
+    assert out == {"n_real": 2, "accuracy_real": 0.5}
+    assert metrics.real_only([True], [True]) == {"n_real": 0, "accuracy_real": None}

@@ -231,6 +231,8 @@ def test_mfcc_probe_beats_chance_on_held_out_recordings(mfcc_run):
         m = record["metrics"][split]
         assert m["accuracy"] == pytest.approx(preds.loc[preds["split"] == split, "correct"].mean())
         assert m["accuracy_ci"]["resampled"] == "group"
+        real = preds[(preds["split"] == split) & ~preds["segment_id"].str.contains("+aug", regex=False)]
+        assert m["n_real"] == len(real) and m["accuracy_real"] == pytest.approx(real["correct"].mean())
     # early stopping really happened with the paper's patience
     assert record["stopped_early"] and record["epochs_run"] == record["best_epoch"] + 10
 
