@@ -93,21 +93,32 @@ class NoTextEncoderError(ClapnbError):
 
 # --- input policy ---------------------------------------------------------------------------
 
-def apply_policy(wave: np.ndarray, policy: str, n_samples: int) -> np.ndarray:
-    """Fit one waveform to the model input under ``policy`` (see the module docstring)."""
-    x = np.ascontiguousarray(wave, dtype=np.float32)
+def apply_policy(wave: np.ndarray, policy: str, n_samples: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Fit one waveform to the model input under ``policy`` (see the module docstring).
+
+    With ``out`` (a float32 row of the right length) the result is written there, saving a copy
+    when a batch is assembled.
+    """
+    x = np.asarray(wave, dtype=np.float32)
     if x.ndim != 1:
         raise InputError(f"a waveform must be 1-D mono, got shape {x.shape}")
     if len(x) == 0:
         raise InputError("cannot embed an empty waveform")
-    if policy == "native":
-        return x
-    if policy != "msclap":
+    if policy not in POLICIES:
         raise InputError(f"unknown input policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if len(x) <= n_samples:
-        return np.tile(x, int(np.ceil(n_samples / len(x))))[:n_samples]
-    start = (len(x) - n_samples) // 2
-    return x[start:start + n_samples].copy()
+    if policy == "native":
+        n_samples = len(x)
+    if out is None:
+        out = np.empty(n_samples, dtype=np.float32)
+    if policy == "native":
+        out[:] = x
+    elif len(x) <= n_samples:  # tile end to end, as msclap's torch repeat
+        for k in range(0, n_samples, len(x)):
+            out[k:k + len(x)] = x[:n_samples - k]
+    else:  # centred crop (msclap crops at an unseeded random offset)
+        start = (len(x) - n_samples) // 2
+        out[:] = x[start:start + n_samples]
+    return out
 
 
 def _check_policy(policy: str) -> str:
@@ -392,15 +403,20 @@ class ClapBackbone:
     def model(self):
         return self.wrapper.clap
 
+    def _input_length(self, wave: np.ndarray) -> int:
+        return self.duration_s * self.sample_rate if self.policy == "msclap" else len(wave)
+
     def prepare(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Apply the input policy; refuse inputs HTSAT cannot frame."""
-        out = [apply_policy(w, self.policy, self.duration_s * self.sample_rate) for w in waves]
-        short = [i for i, w in enumerate(out) if len(w) < MIN_NATIVE_SAMPLES]
+        """Each waveform as the encoder will see it (input policy applied)."""
+        self._check_lengths(waves)
+        return [apply_policy(w, self.policy, self._input_length(w)) for w in waves]
+
+    def _check_lengths(self, waves: Sequence[np.ndarray]) -> None:
+        short = [i for i, w in enumerate(waves) if self._input_length(w) < MIN_NATIVE_SAMPLES]
         if short:
             raise InputError(f"waveforms {short[:8]} are shorter than {MIN_NATIVE_SAMPLES} samples "
                              f"({MIN_NATIVE_SAMPLES / self.sample_rate * 1000:.1f} ms), which the audio encoder "
                              "cannot frame; use longer segments or the 'msclap' input policy")
-        return out
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """The audio encoder on a ready (n, samples) array: ``audio_encoder(x)[0]``, as msclap does."""
@@ -411,16 +427,20 @@ class ClapBackbone:
             return self.model.audio_encoder(x)[0].float().cpu().numpy()
 
     def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
-        prepared = self.prepare(waves)
-        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        """(n, dim) embeddings; inputs of one length are batched (``batch_size`` at most)."""
+        self._check_lengths(waves)
+        out = np.empty((len(waves), self.dim), dtype=np.float32)
         by_length: dict[int, list[int]] = {}
-        for i, w in enumerate(prepared):
-            by_length.setdefault(len(w), []).append(i)
-        step = self.batch_size or len(prepared) or 1
-        for idx in by_length.values():
+        for i, w in enumerate(waves):
+            by_length.setdefault(self._input_length(w), []).append(i)
+        step = self.batch_size or len(waves) or 1
+        for n, idx in by_length.items():
             for s in range(0, len(idx), step):
                 chunk = idx[s:s + step]
-                out[chunk] = self.forward(np.stack([prepared[i] for i in chunk]))
+                batch = np.empty((len(chunk), n), dtype=np.float32)
+                for row, i in zip(batch, chunk):
+                    apply_policy(waves[i], self.policy, n, out=row)
+                out[chunk] = self.forward(batch)
         return out
 
     def embed_text(self, prompts: list[str]) -> np.ndarray:

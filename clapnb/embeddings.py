@@ -12,7 +12,8 @@ Zero-shot, the probe and every notebook read the same embeddings, so they are co
   (also on Ctrl-C), so a killed run loses at most one shard's worth of work and the next run
   computes only what is missing, in the same batches, hence the same bytes.
 
-The work order is fixed by the full table (recordings in order of first appearance, segments in
+Decoding runs a few recordings ahead in worker threads, so that on a GPU it overlaps the forward
+pass instead of adding to it. The work order is fixed by the full table (recordings in order of first appearance, segments in
 table order), so a resumed run forms exactly the batches the uninterrupted run would have.
 """
 
@@ -24,7 +25,9 @@ import json
 import os
 import time
 import zipfile
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,29 +71,55 @@ def _is_augmented(row) -> bool:
     return bool(row.get("augmented", False)) and not pd.isna(row.get("snr_db"))
 
 
+def _recording_segments(rows: pd.DataFrame, positions: np.ndarray, sr: int, lowpass_hz: float | None,
+                        verify_sha256: bool) -> list[tuple[int, np.ndarray]]:
+    """All segments of one recording (the rows at ``positions`` share its path)."""
+    path = rows.at[positions[0], "path"]
+    expected = rows.at[positions[0], "sha256"]
+    if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != expected:
+        raise InputError(f"{path} changed since the segments table was built (its SHA-256 is no longer "
+                         f"{expected[:12]}...); rebuild the segments with `clapnb segments`")
+    x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz)
+    out = []
+    for pos in positions:
+        row = rows.iloc[pos]
+        seg = audio.cut(x, sr, float(row["start_s"]), float(row["end_s"]))
+        if _is_augmented(row):
+            seg = audio.add_noise(seg, float(row["snr_db"]), int(row["noise_seed"]))
+        out.append((int(pos), seg))
+    return out
+
+
 def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpass_hz: float | None = None,
-                       *, verify_sha256: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                       *, verify_sha256: bool = True, workers: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(position, waveform)`` for every row, decoding each recording once.
 
     Recordings are visited in order of first appearance and their segments in table order.
     A segment is ``audio.cut`` of the loaded recording, plus ``audio.add_noise`` with the row's
     ``snr_db``/``noise_seed`` when it is augmented. With ``verify_sha256`` a file whose bytes no
     longer match the table's ``sha256`` is refused (the cache is keyed by that hash).
+
+    ``workers`` threads decode a few recordings ahead of the consumer (libsndfile and soxr release
+    the GIL), so decoding overlaps whatever the consumer does, e.g. a GPU forward pass; what is
+    yielded, and in which order, does not depend on it.
     """
     _check_segments(segments)
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     rows = segments.reset_index(drop=True)
-    for path, positions in rows.groupby("path", sort=False).indices.items():
-        expected = rows.at[positions[0], "sha256"]
-        if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != expected:
-            raise InputError(f"{path} changed since the segments table was built (its SHA-256 is no longer "
-                             f"{expected[:12]}...); rebuild the segments with `clapnb segments`")
-        x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz)
-        for pos in positions:
-            row = rows.iloc[pos]
-            seg = audio.cut(x, sr, float(row["start_s"]), float(row["end_s"]))
-            if _is_augmented(row):
-                seg = audio.add_noise(seg, float(row["snr_db"]), int(row["noise_seed"]))
-            yield int(pos), seg
+    groups = iter(rows.groupby("path", sort=False).indices.values())
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clapnb-decode") as pool:
+        ahead: deque = deque()
+        try:
+            while True:
+                while len(ahead) < workers + 1 and (positions := next(groups, None)) is not None:
+                    ahead.append(pool.submit(_recording_segments, rows, positions, sr, lowpass_hz, verify_sha256))
+                if not ahead:
+                    return
+                yield from ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -188,11 +217,12 @@ def _backbone_meta(backbone, lowpass_hz: float | None) -> dict:
 
 def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.PathLike | None = None,
                        batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None,
-                       shard_rows: int = 512, flush_s: float = 60.0) -> EmbeddingSet:
+                       shard_rows: int = 512, flush_s: float = 60.0, workers: int = 4) -> EmbeddingSet:
     """Embed every row of ``segments`` with ``backbone``, reusing and filling the on-disk cache.
 
     ``cache_dir``: explicit > ``$CLAPNB_CACHE`` > ``~/.cache/clapnb``. Returns X aligned to
     ``segments`` (reset index); ``meta['n_computed']`` says how many rows needed the backbone.
+    ``workers``: decoding threads (see :func:`iter_segment_audio`).
     """
     from tqdm.auto import tqdm
 
@@ -250,7 +280,7 @@ def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.
 
         if len(todo):
             positions = todo.index.to_numpy()
-            for i, wave in iter_segment_audio(todo, backbone.sample_rate, lowpass_hz):
+            for i, wave in iter_segment_audio(todo, backbone.sample_rate, lowpass_hz, workers=workers):
                 batch_pos.append(int(positions[i]))
                 batch_wav.append(wave)
                 if len(batch_wav) == batch_size:
@@ -305,7 +335,8 @@ def embed_waveforms(backbone, waves: Sequence[np.ndarray], meta: dict | None = N
 # --- run folders -------------------------------------------------------------------------------
 
 def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathLike | None = None,
-              batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None) -> EmbeddingSet:
+              batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None,
+              workers: int = 4) -> EmbeddingSet:
     """Embed ``run_dir/segments.parquet`` and record how in ``run_dir/embeddings.json``."""
     run_dir = Path(run_dir)
     seg_path = run_dir / "segments.parquet"
@@ -313,7 +344,7 @@ def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathL
         raise InputError(f"{seg_path} does not exist; build it with `clapnb segments` first")
     segments = pd.read_parquet(seg_path)
     emb = compute_embeddings(segments, backbone, cache_dir=cache_dir, batch_size=batch_size,
-                             progress=progress, lowpass_hz=lowpass_hz)
+                             progress=progress, lowpass_hz=lowpass_hz, workers=workers)
     emb.meta["segments_sha256"] = io.file_sha256(seg_path)
     io.atomic_write_json(run_dir / "embeddings.json", emb.meta)
     return emb

@@ -49,6 +49,8 @@ def test_msclap_policy_tiles_short_and_centre_crops_long(n_in, n_out):
         assert np.array_equal(y, x[start:start + n_out])
         assert abs((start) - (n_in - start - n_out)) <= 1  # centred
     assert np.array_equal(backbones.apply_policy(x, "native", n_out), x)
+    row = np.full(n_out, np.nan, dtype=np.float32)
+    assert backbones.apply_policy(x, "msclap", n_out, out=row) is row and np.array_equal(row, y)
 
 
 def test_unknown_policy_and_device_are_named():

@@ -273,3 +273,11 @@ def test_run_folder_round_trip_and_its_errors(segments, tmp_path, capsys):
         embeddings.load_run_embeddings(run)
     assert cli.main(["embed", "--segments", str(tmp_path / "nope" / "segments.parquet"), "--backbone", "mfcc"]) == 2
     assert "expected an existing DIR/segments.parquet" in capsys.readouterr().err
+
+
+
+def test_decoding_workers_do_not_change_what_is_yielded(segments):
+    one = list(embeddings.iter_segment_audio(segments, workers=1))
+    four = list(embeddings.iter_segment_audio(segments, workers=4))
+    assert [p for p, _ in one] == [p for p, _ in four]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, four))

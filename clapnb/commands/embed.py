@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache", default=None, help="embedding cache folder (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.add_argument("--lowpass-hz", type=float, default=None,
                    help="low-pass every recording at this frequency first (bandwidth harmonising)")
+    p.add_argument("--workers", type=_positive, default=4, help="audio decoding threads (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if backbone.random_weights:
         print(f"WARNING: {embeddings.RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     emb = embeddings.embed_run(seg_path.parent, backbone, cache_dir=args.cache, batch_size=args.batch_size,
-                               progress=not args.no_progress, lowpass_hz=args.lowpass_hz)
+                               progress=not args.no_progress, lowpass_hz=args.lowpass_hz,
+                               workers=args.workers)
     m = emb.meta
     speed = f", {m['clips_per_s']:.1f} clips/s" if m["clips_per_s"] else ""
     print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {args.policy}): "
