@@ -476,17 +476,18 @@ def run_sweep(config: SweepConfig, run_dir: str | os.PathLike, *, jobs: int = 1,
                 log(f"  {o.length_s:2d} s: {o.status}" + (f" ({o.error})" if o.error else ""))
                 outcome.lengths.append(o)
 
+    all_lengths = parse_lengths(io.read_json(run_dir / "sweep.json")["config"]["lengths"])
     ran = any(o.status == "done" for o in outcome.lengths)
     nb_out = run_dir / DATASET_NOTEBOOK
     if ran or not nb_out.is_file() or (run_dir / (DATASET_NOTEBOOK + ".failed")).is_file():
         log("dataset notebook")
-        params = {**config.parameters(), "run_dir": str(run_dir)}
+        params = {**config.parameters(), "run_dir": str(run_dir),
+                  "lengths": ",".join(map(str, all_lengths))}
         try:
             execute(DATASET_NOTEBOOK, nb_out, params, run_dir)
             (run_dir / (DATASET_NOTEBOOK + ".failed")).unlink(missing_ok=True)
         except Exception as exc:
             outcome.dataset_error = _error_summary(exc)
             io.atomic_write_text(run_dir / (DATASET_NOTEBOOK + ".failed"), outcome.dataset_error + "\n")
-    all_lengths = parse_lengths(io.read_json(run_dir / "sweep.json")["config"]["lengths"])
     outcome.results, _ = write_results(run_dir, all_lengths)
     return outcome

@@ -2,8 +2,8 @@
 
 Run ``python notebooks/_make.py`` after editing; commit the .ipynb files. Keeping the source here
 makes the notebooks reviewable as text and keeps their shared parameters cell identical.
-Conventions read by ``clapnb.sweep`` and ``clapnb.book``: the cell tagged ``parameters`` holds every
-knob; the markdown cell tagged ``title`` is retitled per length in the book.
+Conventions read by ``clapnb.sweep`` and ``clapnb.book``: the first cell, tagged ``parameters``,
+holds every knob; the markdown cell tagged ``title`` is retitled per length in the book.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ def code(text: str, *tags: str):
 
 
 def notebook(title: str, cells: list, per_length: bool):
-    nb = new_notebook(cells=[md(f"# {title}", "title"), *cells])
+    """The parameters cell first (papermill injects its values right after it), then the title."""
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    rest = [c for c in cells if c not in params]
+    nb = new_notebook(cells=[*params, md(f"# {title}", "title"), *rest])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["clapnb"] = {"title": title, "per_length": per_length}

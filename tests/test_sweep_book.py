@@ -1,0 +1,155 @@
+"""End to end: a tiny sweep through the papermill notebooks, then the book with warnings as errors.
+
+Three labels x five real clips from ../shared, the random-weights stand-in, 4/2/2/2 segments per
+class, lengths 1..10. One length is deliberately broken (its segments file is corrupt): it must be
+reported while the others complete, and the rerun must redo only that length.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from bs4 import BeautifulSoup
+
+from clapnb import cli, io, report, standin, sweep
+
+from conftest import small_manifest
+
+pytestmark = pytest.mark.slow
+
+LABELS = ["church_bells", "dog", "gun_shot"]  # gun_shot clips are 1-2 s: padding and augmentation
+
+
+@pytest.fixture(scope="module")
+def manifest(envsounds, envsounds_meta, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    small_manifest(envsounds_meta, envsounds, 5, LABELS).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path_factory.getbasetemp() / "embedding-cache"))
+
+
+def sweep_args(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--data", str(manifest), "--label-column", "original_label", "--counts", "4,2,2,2",
+            "--out", str(out), *extra]
+
+
+def html(path: Path) -> BeautifulSoup:
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def table_rows(soup: BeautifulSoup, caption: str) -> pd.DataFrame:
+    for table in soup.select("table"):
+        cap = table.find("caption")
+        if cap and caption in cap.get_text(" ", strip=True):
+            head = [th.get_text(strip=True) for th in table.select("thead th")]
+            body = [[td.get_text(strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")]
+            return pd.DataFrame(body, columns=head)
+    raise AssertionError(f"no table captioned {caption!r}")
+
+
+def error_outputs(notebook: Path) -> list[str]:
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    return [f"{o['ename']}: {o['evalue']}" for c in nb["cells"] for o in c.get("outputs", [])
+            if o.get("output_type") == "error"]
+
+
+def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manifest, standin_dir, tmp_path, capsys):
+    run = tmp_path / "standin"
+    weights = standin.describe(standin_dir)["checkpoint"]
+    broken = sweep.length_dir(run, 3)
+    broken.mkdir(parents=True)
+    io.atomic_write_bytes(broken / "segments.parquet", b"this is not a parquet file")
+    io.atomic_write_json(broken / "dataset.json", {})  # marks the segments as complete
+
+    args = sweep_args(manifest, run, "--lengths", "1-10", "--backbone", "msclap-2023", "--weights", weights,
+                      "-j", "2")
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert " 3 s  failed" in err and "9 of 10 lengths complete; 1 failed" in err
+    failed = io.read_json(broken / sweep.FAILED)
+    assert failed["notebook"].endswith("02_zero_shot.ipynb")
+    assert error_outputs(broken / "02_zero_shot.ipynb"), "the failed notebook keeps its error"
+    assert not (broken / sweep.DONE).exists()
+    results = io.read_json(run / "results.json")
+    assert sorted(r["length_s"] for r in results["rows"]) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
+    assert [f["length_s"] for f in results["failed"]] == [3]
+    assert results["random_weights"] is True
+    done_before = {n: (sweep.length_dir(run, n) / sweep.DONE).stat().st_mtime_ns for n in (1, 10)}
+
+    (broken / "segments.parquet").unlink()
+    (broken / "dataset.json").unlink()
+    assert cli.main(args) == 0
+    assert {n: (sweep.length_dir(run, n) / sweep.DONE).stat().st_mtime_ns for n in (1, 10)} == done_before
+    assert not (broken / sweep.FAILED).exists()
+    rows = pd.read_csv(run / "results.csv")
+    assert rows["length_s"].tolist() == list(range(1, 11))
+    assert rows["random_weights"].all() and (rows["backbone"] == "msclap-2023").all()
+    assert rows["zeroshot_applicable"].all()
+    for col in ("zeroshot_accuracy", "zeroshot_loss_paper", "zeroshot_loss_calibrated",
+                "probe_validation_accuracy", "probe_test_accuracy", "probe_test_loss"):
+        assert rows[col].notna().all(), col
+    assert (rows["zeroshot_ci_low"] <= rows["zeroshot_accuracy"]).all()
+    assert (rows["zeroshot_accuracy"] <= rows["zeroshot_ci_high"]).all()
+    assert rows["data_fingerprint"].nunique() == 1 and rows["weights_fingerprint"].nunique() == 1
+    # the row of a length is what its own zeroshot.json and probe.json say
+    zs4 = io.read_json(sweep.length_dir(run, 4) / "zeroshot.json")["metrics"]["validation"]
+    pr4 = io.read_json(sweep.length_dir(run, 4) / "probe.json")["metrics"]["test"]
+    r4 = rows.set_index("length_s").loc[4]
+    assert r4["zeroshot_accuracy"] == pytest.approx(zs4["accuracy"])
+    assert r4["zeroshot_loss_paper"] == pytest.approx(zs4["loss_paper_style"])
+    assert r4["probe_test_accuracy"] == pytest.approx(pr4["accuracy"])
+
+    capsys.readouterr()
+    assert cli.main(["book", "--run", str(run)]) == 0
+    index = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert index.is_file() and index.name == "index.html"
+    site = index.parent
+
+    page = html(site / "book" / "results.html")
+    assert page.select("div.admonition.danger"), "random-weights banner on the results page"
+    t2 = table_rows(page, "Table 2")
+    assert len(t2) == 10
+    ours = [float(v.rstrip(" %")) for v in t2["Accuracy (ours)"]]
+    assert ours == sorted(ours, reverse=True)
+    paper = {f"{n} s": f"{100 * a:.2f} %" for n, a in zip(report.PAPER_TABLE2["length_s"], report.PAPER_TABLE2["accuracy"])}
+    assert dict(zip(t2["Audio length"], t2["Accuracy (paper)"])) == paper
+    t3 = table_rows(page, "Table 3")
+    assert len(t3) == 10
+    assert t3.set_index("Audio length").loc["4 s", "Accuracy (paper)"] == "91.83 %"
+    captions = [c.get_text(" ", strip=True) for c in page.select("table caption")]
+    assert all("msclap-2023" in c and "CLAP_weights_2023_random.pth" in c for c in captions)
+    assert page.select("img[src*='accuracy_vs_length']")
+
+    for n in range(1, 11):
+        for nb in ("02_zero_shot", "03_linear_probe", "04_confusion"):
+            p = html(site / "run" / f"L{n:02d}" / f"{nb}.html")
+            assert p.select("div.admonition.danger"), f"banner on L{n:02d}/{nb}"
+    dataset = html(site / "run" / "01_dataset.html")
+    assert len(dataset.select("audio")) == len(LABELS), "one player per class on the dataset page"
+
+
+def test_mfcc_sweep_builds_a_book_with_zero_shot_not_applicable(manifest, tmp_path, capsys):
+    run = tmp_path / "mfcc"
+    assert cli.main(sweep_args(manifest, run, "--lengths", "2,4", "--backbone", "mfcc")) == 0
+    zs = io.read_json(sweep.length_dir(run, 4) / "zeroshot.json")
+    assert zs["applicable"] is False and "not applicable" in zs["reason"]
+    capsys.readouterr()
+    assert cli.main(["book", "--run", str(run), "--out", str(tmp_path / "book")]) == 0
+    site = Path(capsys.readouterr().out.strip().splitlines()[-1]).parent
+    assert site == tmp_path / "book" / "_build" / "html"
+    page = html(site / "book" / "results.html")
+    assert not page.select("div.admonition.danger")
+    assert "not applicable" in page.get_text()
+    t2 = table_rows(page, "Table 2")
+    assert len(t2) == 2 and set(t2["Accuracy (ours)"]) == {"n/a"}
+    t3 = table_rows(page, "Table 3")
+    assert all(v.endswith("%") for v in t3["Test accuracy (ours)"])
+    assert "mfcc" in page.select_one("table caption").get_text()
+    assert "not applicable" in html(site / "run" / "L04" / "02_zero_shot.html").get_text()
