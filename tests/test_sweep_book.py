@@ -18,8 +18,6 @@ from clapnb import cli, io, report, standin, sweep
 
 from conftest import small_manifest
 
-pytestmark = pytest.mark.slow
-
 LABELS = ["church_bells", "dog", "gun_shot"]  # gun_shot clips are 1-2 s: padding and augmentation
 
 
@@ -60,6 +58,7 @@ def error_outputs(notebook: Path) -> list[str]:
             if o.get("output_type") == "error"]
 
 
+@pytest.mark.slow
 def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manifest, standin_dir, tmp_path, capsys):
     run = tmp_path / "standin"
     weights = standin.describe(standin_dir)["checkpoint"]
@@ -135,6 +134,7 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
     assert len(dataset.select("audio")) == len(LABELS), "one player per class on the dataset page"
 
 
+@pytest.mark.slow
 def test_mfcc_sweep_builds_a_book_with_zero_shot_not_applicable(manifest, tmp_path, capsys):
     run = tmp_path / "mfcc"
     assert cli.main(sweep_args(manifest, run, "--lengths", "2,4", "--backbone", "mfcc")) == 0
@@ -153,3 +153,24 @@ def test_mfcc_sweep_builds_a_book_with_zero_shot_not_applicable(manifest, tmp_pa
     assert all(v.endswith("%") for v in t3["Test accuracy (ours)"])
     assert "mfcc" in page.select_one("table caption").get_text()
     assert "not applicable" in html(site / "run" / "L04" / "02_zero_shot.html").get_text()
+
+
+def test_reproduce_offline_without_weights_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CLAPNB_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "reproduce"
+    assert cli.main(["reproduce", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "CLAP_weights_2023.pth" in err and "--weights" in err and "gpt2" in err
+    assert not out.exists(), "nothing may start before the weights are known to be there"
+
+
+def test_sweep_refuses_bad_parameters_before_any_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["sweep", "--data", str(tmp_path), "--lengths", "10-1", "--backbone", "mfcc",
+                     "--out", str(out)]) == 2
+    assert "--lengths '10-1'" in capsys.readouterr().err
+    assert cli.main(["sweep", "--data", str(tmp_path), "--backbone", "nope", "--out", str(out)]) == 2
+    assert "unknown backbone 'nope'" in capsys.readouterr().err
+    assert not out.exists()
