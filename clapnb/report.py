@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -267,6 +268,20 @@ def examples_per_class(recordings: pd.DataFrame) -> pd.DataFrame:
     rec = recordings[recordings["class"].notna()].sort_values("path")
     first = rec.groupby("class", sort=False).head(1)
     return first.set_index("class").loc[_slug_order(first["class"])].reset_index()
+
+
+def record_model(record: Mapping) -> dict:
+    """The model of a ``zeroshot.json`` / ``probe.json`` record, in :func:`describe_model`'s terms."""
+    b = record.get("backbone") or {}
+    return {"backbone": b.get("name"), "weights": b.get("weights_path"),
+            "weights_fingerprint": b.get("fingerprint"), "random_weights": record.get("random_weights")}
+
+
+def captioned(df: pd.DataFrame, what: str, record: Mapping, *, index: bool = False):
+    """``df`` as an HTML table whose caption says what it shows and which model produced it."""
+    styler = df.style.set_caption(f"{what} ({describe_model(record_model(record))})")
+    styler = styler.set_uuid(re.sub(r"\W+", "-", what.lower())).format(precision=3, na_rep=NA)
+    return styler if index else styler.hide(axis="index")
 
 
 def split_metrics_table(metrics_by_split: Mapping[str, Mapping], loss_keys: Mapping[str, str]) -> pd.DataFrame:

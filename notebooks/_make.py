@@ -152,7 +152,9 @@ if not zs["applicable"]:
        "only reading that gives the paper's ~2.83 for 21 classes (ln 21 = 3.04). *Calibrated "
        "loss*: the same with CLAP's learned logit scale, i.e. CLAP's own probabilities. The 95 % "
        "interval is a bootstrap over recordings."),
-    code('report.zeroshot_table(zs) if zs["applicable"] else None'),
+    code('''\
+if zs["applicable"]:
+    display(report.captioned(report.zeroshot_table(zs), f"Zero-shot, {length_s} s, per split", zs))'''),
     md("## Per-class accuracy on the validation set"),
     code('''\
 if zs["applicable"]:
@@ -160,7 +162,9 @@ if zs["applicable"]:
     display(plots.per_class_accuracy(report.per_class_accuracy(predictions, "validation"),
                                      f"zero-shot, {length_s} s, validation"))'''),
     md("## The prompts"),
-    code('report.prompts_table(zs) if zs["applicable"] else None'),
+    code('''\
+if zs["applicable"]:
+    display(report.captioned(report.prompts_table(zs), "Prompts per class", zs))'''),
 ], per_length=True)
 
 
@@ -179,7 +183,7 @@ print(f"{pr['head']}; {pr['epochs_run']} epochs, best epoch {pr['best_epoch']}, 
     md("## Training curves\n\nThe vertical line marks the epoch whose weights are kept."),
     code('plots.training_curves(pd.DataFrame(pr["history"]), pr["best_epoch"])'),
     md("## Accuracy and loss per split"),
-    code("report.probe_table(pr)"),
+    code('report.captioned(report.probe_table(pr), f"Linear probe, {length_s} s, per split", pr)'),
     md("## Hyper-parameters"),
     code('''\
 display(pd.Series(pr["config"], name="value").to_frame())
@@ -209,9 +213,13 @@ classes = report.present_classes(segments)'''),
 plots.confusion_heatmaps([(f"{name}, {length_s} s, {split}", report.confusion(p, split))
                           for name, p in methods.items()])'''),
     md("## Precision, recall and F1 per class"),
-    code("report.per_class_comparison(methods, split, classes)"),
+    code('''\
+report.captioned(report.per_class_comparison(methods, split, classes),
+                 f"Precision, recall and F1 per class, {length_s} s, {split}", zs, index=True)'''),
     md("## Most confused pairs"),
-    code("report.most_confused_table(methods, split, classes)"),
+    code('''\
+report.captioned(report.most_confused_table(methods, split, classes),
+                 f"Most confused pairs, {length_s} s, {split}", zs)'''),
     md("## Misclassified segments (linear probe)"),
     code('''\
 wrong = report.misclassified(methods["probe"], segments, split, n_examples, recordings=recordings, seed=seed)

@@ -178,3 +178,15 @@ def test_a_run_folder_refuses_other_parameters_but_accepts_more_lengths(tmp_path
     assert sweep.parse_lengths(sweep.io.read_json(tmp_path / "sweep.json")["config"]["lengths"]) == (1, 2, 3, 4, 5)
     with pytest.raises(InputError, match=r"seed: 0 -> 1.*new\s+--out"):
         sweep.check_compatible(tmp_path, sweep.SweepConfig(**{**cfg.parameters(), "seed": 1}))
+
+
+def test_notebook_tables_are_captioned_with_the_model():
+    record = {"backbone": {"name": "msclap-2023", "weights_path": "/x/CLAP_weights_2023.pth",
+                           "fingerprint": "0123456789abcdef"}, "random_weights": True,
+              "metrics": {"validation": {"n": 10, "accuracy": 0.5, "accuracy_ci": {"low": 0.2, "high": 0.8},
+                                         "loss": 1.23456}}}
+    html = report.captioned(report.probe_table(record), "Linear probe, 4 s", record).to_html()
+    caption = re.search(r"<caption>(.*?)</caption>", html).group(1)
+    assert caption.startswith("Linear probe, 4 s (backbone msclap-2023, weights CLAP_weights_2023.pth")
+    assert "0123456789ab" in caption and "RANDOM WEIGHTS" in caption
+    assert "50.00 %" in html and "[20.0, 80.0]" in html and "1.235" in html

@@ -130,6 +130,8 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
         for nb in ("02_zero_shot", "03_linear_probe", "04_confusion"):
             p = html(site / "run" / f"L{n:02d}" / f"{nb}.html")
             assert p.select("div.admonition.danger"), f"banner on L{n:02d}/{nb}"
+            for cap in p.select("table caption"):
+                assert "msclap-2023" in cap.get_text() and "RANDOM WEIGHTS" in cap.get_text()
     dataset = html(site / "run" / "01_dataset.html")
     assert len(dataset.select("audio")) == len(LABELS), "one player per class on the dataset page"
 
