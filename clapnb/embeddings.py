@@ -71,21 +71,18 @@ def _is_augmented(row) -> bool:
     return bool(row.get("augmented", False)) and not pd.isna(row.get("snr_db"))
 
 
-def _recording_segments(rows: pd.DataFrame, positions: np.ndarray, sr: int, lowpass_hz: float | None,
-                        verify_sha256: bool) -> list[tuple[int, np.ndarray]]:
-    """All segments of one recording (the rows at ``positions`` share its path)."""
-    path = rows.at[positions[0], "path"]
-    expected = rows.at[positions[0], "sha256"]
-    if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != expected:
+def _recording_segments(path: str, sha256: str, positions: np.ndarray, bounds: np.ndarray, noise: list,
+                        sr: int, lowpass_hz: float | None, verify_sha256: bool) -> list[tuple[int, np.ndarray]]:
+    """All segments of one recording: ``bounds[i]`` = (start_s, end_s), ``noise[i]`` = (snr_db, seed) or None."""
+    if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != sha256:
         raise InputError(f"{path} changed since the segments table was built (its SHA-256 is no longer "
-                         f"{expected[:12]}...); rebuild the segments with `clapnb segments`")
+                         f"{sha256[:12]}...); rebuild the segments with `clapnb segments`")
     x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz)
     out = []
     for pos in positions:
-        row = rows.iloc[pos]
-        seg = audio.cut(x, sr, float(row["start_s"]), float(row["end_s"]))
-        if _is_augmented(row):
-            seg = audio.add_noise(seg, float(row["snr_db"]), int(row["noise_seed"]))
+        seg = audio.cut(x, sr, bounds[pos, 0], bounds[pos, 1])
+        if noise[pos] is not None:
+            seg = audio.add_noise(seg, *noise[pos])
         out.append((int(pos), seg))
     return out
 
@@ -107,13 +104,20 @@ def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpas
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     rows = segments.reset_index(drop=True)
-    groups = iter(rows.groupby("path", sort=False).indices.values())
+    # plain arrays: the decoding threads then hold the GIL as little as possible
+    bounds = rows[["start_s", "end_s"]].to_numpy(dtype=np.float64)
+    noise = [(float(r["snr_db"]), int(r["noise_seed"])) if _is_augmented(r) else None
+             for r in rows.to_dict("records")]
+    sha = rows["sha256"].tolist()
+    groups = iter(rows.groupby("path", sort=False).indices.items())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clapnb-decode") as pool:
         ahead: deque = deque()
         try:
             while True:
-                while len(ahead) < workers + 1 and (positions := next(groups, None)) is not None:
-                    ahead.append(pool.submit(_recording_segments, rows, positions, sr, lowpass_hz, verify_sha256))
+                while len(ahead) < workers + 1 and (group := next(groups, None)) is not None:
+                    path, positions = group
+                    ahead.append(pool.submit(_recording_segments, path, sha[positions[0]], positions, bounds,
+                                             noise, sr, lowpass_hz, verify_sha256))
                 if not ahead:
                     return
                 yield from ahead.popleft().result()
