@@ -1,7 +1,7 @@
 """Throughput of CLAP audio embedding, four ways, on the same model and the same clips in one run.
 
     .venv/bin/python benchmarks/embed_throughput.py --n 32 [--batch-size 8] [--device cpu|cuda]
-        [--workers 4] [--repeat 2] [--standin DIR]
+        [--workers N] [--repeat 2] [--standin DIR]
 
 Model: the random-weights msclap 2023 stand-in (built into a temporary folder unless --standin is
 given), loaded through msclap's unchanged ``CLAP(model_fp=...)``. Clips: the first N 5-s ESC-50
@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32, help="number of clips (default 32)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--workers", type=int, default=4, help="clapnb decoding threads (default 4)")
+    ap.add_argument("--workers", type=int, default=None, help="clapnb decoding threads (default: clapnb's choice)")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved rounds; the best of each is kept")
     ap.add_argument("--standin", type=Path, default=None, help="existing stand-in folder (default: build one)")
     args = ap.parse_args()
@@ -107,7 +107,7 @@ def main() -> int:
     paths = (("d", "forward only, pre-made tensors (ceiling)", forward_only),
              ("a", "msclap example: get_audio_embeddings([file]) per file", msclap_per_file),
              ("b", f"msclap batched get_audio_embeddings(list of {bs})", msclap_batched),
-             ("c", f"clapnb compute_embeddings (cold cache, {args.workers} decoders)", clapnb_extract))
+             ("c", f"clapnb compute_embeddings (cold cache, {args.workers or 'auto'} decoders)", clapnb_extract))
     results = {}
     for r in range(args.repeat):
         for key, label, fn in paths:

@@ -221,18 +221,21 @@ def _backbone_meta(backbone, lowpass_hz: float | None) -> dict:
 
 def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.PathLike | None = None,
                        batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None,
-                       shard_rows: int = 512, flush_s: float = 60.0, workers: int = 4) -> EmbeddingSet:
+                       shard_rows: int = 512, flush_s: float = 60.0, workers: int | None = None) -> EmbeddingSet:
     """Embed every row of ``segments`` with ``backbone``, reusing and filling the on-disk cache.
 
     ``cache_dir``: explicit > ``$CLAPNB_CACHE`` > ``~/.cache/clapnb``. Returns X aligned to
     ``segments`` (reset index); ``meta['n_computed']`` says how many rows needed the backbone.
-    ``workers``: decoding threads (see :func:`iter_segment_audio`).
+    ``workers``: decoding threads (see :func:`iter_segment_audio`); None picks 1 when the backbone
+    computes on the CPU (more would only compete with torch's threads for cores) and up to 8 on a GPU.
     """
     from tqdm.auto import tqdm
 
     _check_segments(segments)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if workers is None:
+        workers = 1 if backbone.metadata.get("device", "cpu") == "cpu" else min(8, os.cpu_count() or 1)
     segments = segments.reset_index(drop=True)
     bmeta = _backbone_meta(backbone, lowpass_hz)
     root = io.cache_dir(cache_dir)
@@ -340,7 +343,7 @@ def embed_waveforms(backbone, waves: Sequence[np.ndarray], meta: dict | None = N
 
 def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathLike | None = None,
               batch_size: int = 16, progress: bool = True, lowpass_hz: float | None = None,
-              workers: int = 4) -> EmbeddingSet:
+              workers: int | None = None) -> EmbeddingSet:
     """Embed ``run_dir/segments.parquet`` and record how in ``run_dir/embeddings.json``."""
     run_dir = Path(run_dir)
     seg_path = run_dir / "segments.parquet"

@@ -273,3 +273,25 @@ def test_feature_baselines_have_no_text_side_and_no_weights():
     with pytest.raises(InputError, match="at least"):
         backbones.load_backbone("mfcc", policy="native").embed_audio([np.zeros(100, dtype=np.float32)])
     assert issubclass(NoTextEncoderError, ClapnbError)
+
+
+def test_weights_come_from_argument_then_environment(standin_dir, tmp_path):
+    env_weights = str((standin_dir / standin.CHECKPOINT_NAME).resolve())
+    assert backbones.check_backbone_available("msclap-2023").weights_source == "CLAPNB_WEIGHTS"
+    assert backbones.check_backbone_available("msclap-2023").weights == env_weights
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"x")
+    got = backbones.check_backbone_available("msclap-2023", other)
+    assert (got.weights, got.weights_source) == (str(other.resolve()), "argument")
+
+
+def test_hf_settings_changed_after_import_are_refused(standin_dir, tmp_path, monkeypatch):
+    """huggingface_hub froze HF_HOME at import; loading with another one would silently use the old cache."""
+    import huggingface_hub  # noqa: F401  (imported, so its constants are frozen)
+
+    moved = tmp_path / "hf2" / "hub"
+    moved.mkdir(parents=True)
+    (moved / "models--gpt2").symlink_to(standin_dir / "hf" / "hub" / "models--gpt2")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf2"))
+    with pytest.raises(ClapnbError, match="changed after huggingface_hub was imported"):
+        backbones.load_backbone("msclap-2023", device="cpu")

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--cache", default=None, help="embedding cache folder (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.add_argument("--lowpass-hz", type=float, default=None,
                    help="low-pass every recording at this frequency first (bandwidth harmonising)")
-    p.add_argument("--workers", type=_positive, default=4, help="audio decoding threads (default 4)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="audio decoding threads (default: 1 on CPU, up to 8 with a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
