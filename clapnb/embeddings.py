@@ -36,6 +36,7 @@ import pandas as pd
 
 from clapnb import __version__, audio, io
 from clapnb.errors import ClapnbError, InputError
+from clapnb.segments import table_lowpass
 
 #: Bump when the key or shard layout changes: old caches are then simply not found.
 CACHE_FORMAT = 1
@@ -93,7 +94,9 @@ def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpas
 
     Recordings are visited in order of first appearance and their segments in table order.
     A segment is ``audio.cut`` of the loaded recording, plus ``audio.add_noise`` with the row's
-    ``snr_db``/``noise_seed`` when it is augmented. With ``verify_sha256`` a file whose bytes no
+    ``snr_db``/``noise_seed`` when it is augmented. The recording is low-passed first at the
+    table's ``lowpass_hz`` (bandwidth harmonisation) or at ``lowpass_hz`` given here (they must
+    agree when both are set). With ``verify_sha256`` a file whose bytes no
     longer match the table's ``sha256`` is refused (the cache is keyed by that hash).
 
     ``workers`` threads decode a few recordings ahead of the consumer (libsndfile and soxr release
@@ -103,6 +106,7 @@ def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpas
     _check_segments(segments)
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    lowpass_hz = table_lowpass(segments, lowpass_hz)
     rows = segments.reset_index(drop=True)
     # plain arrays: the decoding threads then hold the GIL as little as possible
     bounds = rows[["start_s", "end_s"]].to_numpy(dtype=np.float64)
@@ -142,11 +146,14 @@ def segment_keys(segments: pd.DataFrame) -> list[str]:
 
 def cache_namespace(backbone_meta: dict, lowpass_hz: float | None) -> dict:
     """Everything besides the segment that determines an embedding's value."""
-    return {"format": CACHE_FORMAT, "backbone": backbone_meta["name"],
-            "fingerprint": backbone_meta["fingerprint"], "policy": backbone_meta.get("policy"),
-            "input_duration_s": backbone_meta.get("input_duration_s"), "dim": backbone_meta["dim"],
-            "sample_rate": backbone_meta["sample_rate"], "precision": backbone_meta.get("precision", "fp32"),
-            "lowpass_hz": lowpass_hz}
+    ns = {"format": CACHE_FORMAT, "backbone": backbone_meta["name"],
+          "fingerprint": backbone_meta["fingerprint"], "policy": backbone_meta.get("policy"),
+          "input_duration_s": backbone_meta.get("input_duration_s"), "dim": backbone_meta["dim"],
+          "sample_rate": backbone_meta["sample_rate"], "precision": backbone_meta.get("precision", "fp32"),
+          "lowpass_hz": lowpass_hz}
+    if lowpass_hz is not None:  # the filter's design is part of what the backbone saw
+        ns["lowpass_filter"] = audio.LOWPASS_DESIGN
+    return ns
 
 
 class EmbeddingCache:
@@ -237,6 +244,7 @@ def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.
     if workers is None:
         workers = 1 if backbone.metadata.get("device", "cpu") == "cpu" else min(8, os.cpu_count() or 1)
     segments = segments.reset_index(drop=True)
+    lowpass_hz = table_lowpass(segments, lowpass_hz)
     bmeta = _backbone_meta(backbone, lowpass_hz)
     root = io.cache_dir(cache_dir)
     cache = EmbeddingCache(root, cache_namespace(bmeta, lowpass_hz))

@@ -32,7 +32,7 @@ DEFAULT_COUNTS: tuple[int, ...] = (500, 100, 100, 100)
 
 COLUMNS = ["segment_id", "path", "sha256", "source", "label", "class", "approximate", "split", "group",
            "fold", "start_s", "end_s", "length_s", "padded", "augmented", "source_segment", "snr_db",
-           "noise_seed"]
+           "noise_seed", "lowpass_hz"]
 _NEEDED = ["path", "sha256", "source", "label", "class", "group", "duration_s"]
 
 
@@ -203,8 +203,14 @@ def balance(real: pd.DataFrame, counts: Sequence[int], *, seed: int = 0, snr_db:
 def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequence[int] = DEFAULT_COUNTS,
                    seed: int = 0, hop_s: float | None = None, snr_db: float = 20.0,
                    drop_empty_classes: bool = False,
-                   split_fractions: Sequence[float] | None = None) -> pd.DataFrame:
-    """The segments table for one length (schema: docs/architecture.md, "Segments table")."""
+                   split_fractions: Sequence[float] | None = None,
+                   lowpass_hz: float | None = None) -> pd.DataFrame:
+    """The segments table for one length (schema: docs/architecture.md, "Segments table").
+
+    ``lowpass_hz``: bandwidth harmonisation (:mod:`clapnb.shortcuts`); every segment is to be
+    cut from its recording low-passed at this frequency. Recorded in the ``lowpass_hz`` column
+    (NaN: full bandwidth), which the embeddings read when they materialise the audio.
+    """
     _require(recordings, _NEEDED)
     if not (isinstance(length_s, (int, float, np.number)) and math.isfinite(length_s) and length_s >= 0.01):
         raise InputError(f"segment length must be a number of seconds >= 0.01, got {length_s!r}")
@@ -213,6 +219,10 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
                          f"segments), got {hop_s!r}")
     if not math.isfinite(snr_db):
         raise InputError(f"snr_db must be a finite number of decibels, got {snr_db!r}")
+    if lowpass_hz is not None and not (isinstance(lowpass_hz, (int, float, np.number))
+                                       and math.isfinite(lowpass_hz) and lowpass_hz > 0):
+        raise InputError(f"lowpass_hz must be a positive frequency in Hz (or None for full bandwidth), "
+                         f"got {lowpass_hz!r}")
     counts = _check_counts(counts)
     rec = recordings[recordings["class"].notna()]
     if rec.empty:
@@ -243,7 +253,29 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
             assigned = assigned.assign(**{col: default})
     assigned = assigned.assign(fold=assigned["fold"].astype("Int64"), approximate=assigned["approximate"].astype(bool))
     real = cut_segments(assigned, float(length_s), hop_s)
-    return balance(real, counts, seed=seed, snr_db=snr_db)[COLUMNS]
+    out = balance(real, counts, seed=seed, snr_db=snr_db)
+    out["lowpass_hz"] = np.nan if lowpass_hz is None else float(lowpass_hz)
+    return out[COLUMNS]
+
+
+def table_lowpass(table: pd.DataFrame, explicit: float | None = None) -> float | None:
+    """The low-pass frequency a segments table asks for (its ``lowpass_hz`` column), or ``explicit``.
+
+    One table has one bandwidth: mixed values, or an ``explicit`` value that contradicts the
+    column, are refused, since the embedding cache is keyed by a single low-pass setting.
+    """
+    values = set()
+    if "lowpass_hz" in table.columns:
+        values = {float(v) for v in pd.to_numeric(table["lowpass_hz"]).dropna().unique()}
+    if len(values) > 1:
+        raise InputError(f"the segments table mixes low-pass frequencies {sorted(values)} Hz in its lowpass_hz "
+                         "column; rebuild it with one --harmonise-bandwidth setting")
+    recorded = values.pop() if values else None
+    if explicit is not None and recorded is not None and float(explicit) != recorded:
+        raise InputError(f"low-pass {explicit:g} Hz was asked for, but the segments table was built "
+                         f"harmonised at {recorded:g} Hz (column lowpass_hz); drop the low-pass option or "
+                         "rebuild the segments with the bandwidth you want")
+    return float(explicit) if explicit is not None else recorded
 
 
 def data_fingerprint(table: pd.DataFrame) -> str:
@@ -287,6 +319,7 @@ def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> 
         "length_s": float(df["length_s"].iloc[0]) if len(df) else None,
         "n_segments": int(len(df)),
         "n_augmented": int(df["augmented"].sum()),
+        "lowpass_hz": table_lowpass(df),
         "counts": counts,
         "data_fingerprint": info.get("data_fingerprint") or data_fingerprint(df),
         "segments_sha256": io.file_sha256(path),
