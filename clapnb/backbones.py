@@ -18,6 +18,12 @@ and applies an explicit *input policy* here:
 * ``native``: the waveform as it is. HTSAT then bicubically stretches a spectrogram shorter than
   1024 frames (~7.43 s) to 1024 frames, and averages the embeddings of overlapping ~8-s crops of a
   longer one; inputs under 513 samples cannot be framed at all and are refused.
+
+CLAP backbones also take an embedding *mode* (:mod:`clapnb.fast`): ``precision`` fp32 (default,
+the reference: msclap's module untouched), bf16 or auto, and ``compile``. A fast mode runs a
+changed copy of the audio encoder; msclap's own stays beside it as the fp32 reference that
+:mod:`clapnb.agreement` measures it against. The metadata's ``precision`` names the mode
+(``bf16+compile``...), and the embedding cache is keyed by it.
 """
 
 from __future__ import annotations
@@ -374,6 +380,11 @@ class ClapBackbone:
     random_weights: bool
     weights_path: str
     batch_size: int | None = None
+    precision: str = "fp32"          # resolved: fp32 | bf16
+    compile: bool = False
+    precision_requested: str = "fp32"
+    precision_reason: str = "default"
+    encoder: Any = field(default=None, repr=False)  # set from the mode: what forward() runs
     has_text: bool = True
     sample_rate: int = TARGET_SR
     dim: int = 0
@@ -398,6 +409,13 @@ class ClapBackbone:
             "logit_scale": self.logit_scale, "text_model": str(self.wrapper.args.text_model),
             "msclap_version": getattr(msclap, "__version__", "1.3.4"), "torch_version": torch.__version__,
         }
+        from clapnb import fast
+
+        mode = fast.Mode(self.precision, self.compile)
+        # the module forward() runs: msclap's own in fp32, a changed copy in any other mode
+        self.encoder = fast.fast_audio_encoder(self.model.audio_encoder, mode)
+        self.metadata.update({"precision": mode.name, "precision_requested": self.precision_requested,
+                              "precision_reason": self.precision_reason})
 
     @property
     def model(self):
@@ -418,16 +436,37 @@ class ClapBackbone:
                              f"({MIN_NATIVE_SAMPLES / self.sample_rate * 1000:.1f} ms), which the audio encoder "
                              "cannot frame; use longer segments or the 'msclap' input policy")
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        """The audio encoder on a ready (n, samples) array: ``audio_encoder(x)[0]``, as msclap does."""
+    def _run(self, encoder, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return self.model.audio_encoder(x)[0].float().cpu().numpy()
+            return encoder(x)[0].float().cpu().numpy()
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The audio encoder, in the backbone's mode, on a ready (n, samples) array: ``encoder(x)[0]``.
+
+        A compiled encoder always sees ``batch_size`` rows (a short batch is padded with silence and
+        the padding dropped), so it compiles once per process instead of once per batch shape.
+        """
+        n = len(batch)
+        if self.compile and self.batch_size and n < self.batch_size:
+            batch = np.concatenate([batch, np.zeros((self.batch_size - n,) + batch.shape[1:], np.float32)])
+        return self._run(self.encoder, batch)[:n]
+
+    def forward_reference(self, batch: np.ndarray) -> np.ndarray:
+        """msclap's own fp32 audio encoder: ``audio_encoder(x)[0]``, as msclap does."""
+        return self._run(self.model.audio_encoder, batch)
 
     def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
         """(n, dim) embeddings; inputs of one length are batched (``batch_size`` at most)."""
+        return self._embed(waves, self.forward)
+
+    def embed_audio_reference(self, waves: list[np.ndarray]) -> np.ndarray:
+        """:meth:`embed_audio` through the fp32 reference encoder (for the agreement check)."""
+        return self._embed(waves, self.forward_reference)
+
+    def _embed(self, waves: list[np.ndarray], forward) -> np.ndarray:
         self._check_lengths(waves)
         out = np.empty((len(waves), self.dim), dtype=np.float32)
         by_length: dict[int, list[int]] = {}
@@ -440,7 +479,7 @@ class ClapBackbone:
                 batch = np.empty((len(chunk), n), dtype=np.float32)
                 for row, i in zip(batch, chunk):
                     apply_policy(waves[i], self.policy, n, out=row)
-                out[chunk] = self.forward(batch)
+                out[chunk] = forward(batch)
         return out
 
     def embed_text(self, prompts: list[str]) -> np.ndarray:
@@ -457,9 +496,13 @@ class ClapBackbone:
             return self.wrapper.get_text_embeddings(list(prompts)).float().cpu().numpy()
 
 
-def _load_clap(name: str, weights, device: str, policy: str, batch_size: int | None) -> ClapBackbone:
+def _load_clap(name: str, weights, device: str, policy: str, batch_size: int | None,
+               precision: str = "fp32", compile: bool = False) -> ClapBackbone:
+    from clapnb import fast
+
     avail = check_backbone_available(name, weights)
     device = resolve_device(device)
+    resolved, reason = fast.resolve_precision(precision, device)
     ckpt = read_checkpoint(avail.weights) if avail.weights else None
     _check_hf_environment()
     CLAP = import_msclap()
@@ -483,7 +526,8 @@ def _load_clap(name: str, weights, device: str, policy: str, batch_size: int | N
     del ckpt
     return ClapBackbone(name=name, wrapper=wrapper, policy=policy, device=device,
                         fingerprint=weights_sha256(path), random_weights=random_weights,
-                        weights_path=path, batch_size=batch_size)
+                        weights_path=path, batch_size=batch_size, precision=resolved, compile=compile,
+                        precision_requested=precision, precision_reason=reason)
 
 
 # --- feature baselines ----------------------------------------------------------------------
@@ -568,21 +612,32 @@ class FeatureBackbone:
 # --- entry points ---------------------------------------------------------------------------
 
 def load_backbone(name: str, *, weights: str | os.PathLike | None = None, device: str = "auto",
-                  policy: str = "msclap", batch_size: int | None = None) -> Backbone:
+                  policy: str = "msclap", batch_size: int | None = None, precision: str = "fp32",
+                  compile: bool = False) -> Backbone:
     """Open a backbone by name (``msclap-2023``, ``msclap-2022``, ``mfcc``, ``gfcc``).
 
     ``weights``: CLAP checkpoint path; else ``$CLAPNB_WEIGHTS``; else msclap's hub download.
     ``batch_size``: largest forward batch inside :meth:`embed_audio` (None: the whole list).
+    ``precision`` (fp32 | bf16 | auto) and ``compile``: the embedding mode of a CLAP backbone
+    (:mod:`clapnb.fast`); fp32 without compile is the reference. ``auto`` means bf16 where the
+    device computes it natively, else fp32 (``metadata['precision_reason']`` says which and why).
     """
+    from clapnb.fast import PRECISIONS
+
     _check_policy(policy)
     if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if name in FEATURE_NAMES:
         if weights is not None:
             raise InputError(f"--weights does not apply to the {name} baseline (it has no weights)")
+        if precision == "bf16" or compile:
+            raise InputError(f"--precision bf16 / --compile apply to CLAP backbones only; the {name} baseline "
+                             "has no neural network (use --precision fp32 or auto)")
         return FeatureBackbone(name=name, policy=policy)
     if name in CLAP_NAMES:
-        return _load_clap(name, weights, device, policy, batch_size)
+        return _load_clap(name, weights, device, policy, batch_size, precision, compile)
     raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -603,5 +658,9 @@ def backbone_from_metadata(meta: dict, device: str = "auto") -> Backbone:
             raise InputError(f"{name} now has fingerprint {now}, but the embeddings were computed with "
                              f"{meta['fingerprint']}: the weights or feature code changed; recompute with "
                              "`clapnb embed`")
-    return load_backbone(name, weights=weights, device=device, policy=policy)
+    from clapnb.fast import Mode
+
+    mode = Mode.parse(meta.get("precision", "fp32")) if name in CLAP_NAMES else Mode()
+    return load_backbone(name, weights=weights, device=device, policy=policy, precision=mode.precision,
+                         compile=mode.compile)
 

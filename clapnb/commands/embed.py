@@ -11,6 +11,28 @@ from clapnb.errors import InputError
 BACKBONES = ("msclap-2023", "msclap-2022", "mfcc", "gfcc")
 
 
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a cosine in (0, 1], got {value}")
+    return value
+
+
+def add_mode_arguments(p: argparse.ArgumentParser) -> None:
+    """--precision / --compile and the agreement options (shared with ``sweep`` and ``reproduce``)."""
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="CLAP audio-encoder precision: fp32 (default, the reference), bf16 (autocast; the "
+                        "STFT/log-mel front-end and the projection stay fp32), auto (bf16 only where the "
+                        "CPU/GPU computes it natively, else fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the audio encoder (about a minute per process on a CPU, then faster)")
+    p.add_argument("--agreement-threshold", type=_threshold, default=0.999,
+                   help="a mode other than fp32 is first checked against fp32 on a few clips of the run; "
+                        "below this minimum cosine the run is refused (default 0.999)")
+    p.add_argument("--warn-low-agreement", action="store_true",
+                   help="go on (with a loud warning, recorded in every output) below the threshold")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -35,6 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache", default=None, help="embedding cache folder (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.add_argument("--lowpass-hz", type=float, default=None,
                    help="low-pass every recording at this frequency first (bandwidth harmonising)")
+    add_mode_arguments(p)
     p.add_argument("--workers", type=_positive, default=None,
                    help="audio decoding threads (default: 1 on CPU, up to 8 with a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +65,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import backbones, embeddings
+    import pandas as pd
+
+    from clapnb import agreement, backbones, embeddings, io
 
     seg_path = Path(args.segments)
     if seg_path.name != "segments.parquet" or not seg_path.is_file():
@@ -50,15 +75,28 @@ def run(args: argparse.Namespace) -> int:
                          "(build it with `clapnb segments`)")
     backbones.check_backbone_available(args.backbone, args.weights)
     backbone = backbones.load_backbone(args.backbone, weights=args.weights, device=args.device,
-                                       policy=args.policy, batch_size=args.batch_size)
+                                       policy=args.policy, batch_size=args.batch_size,
+                                       precision=args.precision, compile=args.compile)
     if backbone.random_weights:
         print(f"WARNING: {embeddings.RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    mode = backbone.metadata.get("precision", "fp32")
+    if backbone.metadata.get("precision_reason"):
+        print(f"embedding mode {mode}: {backbone.metadata['precision_reason']}", file=sys.stderr)
+    if mode != "fp32":
+        dataset = seg_path.parent / "dataset.json"
+        params = io.read_json(dataset).get("parameters", {}) if dataset.is_file() else {}
+        seed = int(params.get("seed") or 0)  # the run's seed picks the agreement clips
+        record = agreement.check_agreement(backbone, pd.read_parquet(seg_path),
+                                           threshold=args.agreement_threshold,
+                                           warn_only=args.warn_low_agreement, seed=seed,
+                                           lowpass_hz=args.lowpass_hz)
+        print(f"agreement of {mode} with fp32: {agreement.describe(record)}", file=sys.stderr)
     emb = embeddings.embed_run(seg_path.parent, backbone, cache_dir=args.cache, batch_size=args.batch_size,
                                progress=not args.no_progress, lowpass_hz=args.lowpass_hz,
                                workers=args.workers)
     m = emb.meta
     speed = f", {m['clips_per_s']:.1f} clips/s" if m["clips_per_s"] else ""
-    print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {args.policy}): "
+    print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {args.policy}, {mode}): "
           f"{m['n_computed']} computed, {m['n_cached']} from cache{speed}")
     print(f"wrote {seg_path.parent / 'embeddings.json'} (cache: {m['cache_namespace']})")
     return 0
