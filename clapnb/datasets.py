@@ -112,19 +112,18 @@ def _is_number(x) -> bool:
 
 
 def _from_manifest(csv: Path, label_column: str, group_column: str | None,
-                   source: str | None) -> pd.DataFrame:
+                   source: str | None, source_column: str | None = None) -> pd.DataFrame:
     try:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise InputError(f"--data {csv}: cannot be read as a CSV manifest ({exc})") from exc
-    need = ["path", label_column] + ([group_column] if group_column else [])
+    need = ["path", label_column] + [c for c in (group_column, source_column) if c]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"manifest {csv} lacks the column(s) {', '.join(missing)}; it has "
-                         f"{', '.join(df.columns)}. Use --label-column to name the label column")
-    no_label = df.index[df[label_column].isna()].tolist()
-    no_path = df.index[df["path"].isna()].tolist()
-    for col, rows in ((label_column, no_label), ("path", no_path)):
+                         f"{', '.join(df.columns)}. Use --label-column (and --group-column, --source-column) to name the columns")
+    checked = [label_column, "path"] + ([source_column] if source_column else [])
+    for col, rows in ((c, df.index[df[c].isna()].tolist()) for c in checked):
         if rows:
             shown = ", ".join(str(r + 2) for r in rows[:10])
             raise InputError(f"manifest {csv}: {len(rows)} row(s) have an empty '{col}' (CSV lines {shown}"
@@ -150,7 +149,9 @@ def _from_manifest(csv: Path, label_column: str, group_column: str | None,
         if bad:
             raise InputError(f"manifest {csv}: column 'fold' must hold whole numbers, found {bad[0]!r}")
         folds = [pd.NA if pd.isna(v) else int(float(v)) for v in df["fold"]]
-    if source:
+    if source_column:
+        src = df[source_column]
+    elif source:
         src = source
     elif "source" in df.columns or "source_dataset" in df.columns:
         col = "source" if "source" in df.columns else "source_dataset"
@@ -343,7 +344,8 @@ def _parse_spec(data: str) -> tuple[str, str | None]:
 
 def load_recordings(data: str, *, label_column: str = "label", mapping=None, drop_unmapped: bool = False,
                     strict: bool = False, group_column: str | None = None, source: str | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict]:
+                    cache_dir: str | os.PathLike | None = None,
+                    source_column: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Build the recordings table from ``data`` and report what was excluded and why.
 
     ``data``: a folder with one sub-folder per label, a manifest CSV, ``esc50`` (download),
@@ -351,6 +353,10 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
     :class:`clapnb.taxonomy.Mapping`, a spec for :func:`clapnb.taxonomy.load_mapping`, or None for
     the built-in mappings. Unreadable, empty, NaN-holding, missing and byte-duplicate files are
     excluded and listed in ``report["excluded"]``; with ``strict`` they raise instead.
+
+    ``source`` of a row (dataset or collection: the unit of the source-shortcut check): a
+    manifest's ``source_column``; else ``source`` for every row; else a manifest's ``source`` or
+    ``source_dataset`` column, or its folder's name; a class folder's own name.
     """
     data = os.fspath(data)
     kind, location = _parse_spec(data)
@@ -369,10 +375,14 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
             if group_column:
                 raise InputError("group_column applies to manifest CSVs only; a class folder's group "
                                  "is each file's path below the folder")
+            if source_column:
+                raise InputError(f"--source-column applies to manifest CSVs only; the source of the class "
+                                 f"folder {root} is its name ({root.name!r}). To pool collections, list the "
+                                 "files in a manifest CSV with a column naming each file's source")
             listed, ignored = _from_folder(root, source)
         elif root.is_file() and root.suffix.lower() in (".csv", ".tsv", ".txt"):
             kind = "manifest"
-            listed = _from_manifest(root, label_column, group_column, source)
+            listed = _from_manifest(root, label_column, group_column, source, source_column)
         elif root.is_file():
             raise InputError(f"--data {data}: a file that is not a CSV manifest; pass a folder with one "
                              "sub-folder per label, a manifest CSV, esc50 or urbansound8k:PATH")
@@ -381,6 +391,9 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
                              "CSV, 'esc50', 'esc50:PATH' or 'urbansound8k:PATH')")
     if source and kind in ("esc50", "urbansound8k"):
         listed["source"] = source
+    if source_column and kind in ("esc50", "urbansound8k"):
+        raise InputError(f"--source-column applies to manifest CSVs only; {kind} recordings have the "
+                         f"source {listed['source'].iloc[0]!r}")
     if listed.empty:
         raise InputError(f"--data {data}: no recordings found")
 

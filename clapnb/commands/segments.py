@@ -28,6 +28,13 @@ def register(subparsers) -> None:
     p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
     p.add_argument("--group-column", default=None,
                    help="manifest column naming the source recording (default: group, else freesound_id, else the file)")
+    p.add_argument("--source-column", default=None,
+                   help="manifest column naming each file's source (dataset or collection); default: "
+                        "source, else source_dataset, else the manifest's folder. A class folder's source is its name")
+    p.add_argument("--harmonise-bandwidth", default="off", metavar="off|auto|HZ",
+                   help="low-pass every recording to one common bandwidth before cutting: off (default), "
+                        "a frequency in Hz, or auto (the lowest common effective bandwidth of the data: "
+                        "see clapnb.shortcuts.harmonisation)")
     p.add_argument("--mapping", default=None,
                    help="label mapping: built-in name (esc50, urbansound8k, default) or a YAML file")
     p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
@@ -46,12 +53,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import datasets, segments
+    from clapnb import datasets, segments, shortcuts
 
     t0 = time.perf_counter()
+    harmonise = shortcuts.canonical_harmonise(args.harmonise_bandwidth)  # fail before reading any file
     recordings, report = datasets.load_recordings(
         args.data, label_column=args.label_column, mapping=args.mapping, drop_unmapped=args.drop_unmapped,
-        strict=args.strict, group_column=args.group_column, cache_dir=args.cache_dir)
+        strict=args.strict, group_column=args.group_column, cache_dir=args.cache_dir,
+        source_column=args.source_column)
     for e in report["excluded"][:5]:
         print(f"excluded: {e['reason']}")
     if len(report["excluded"]) > 5:
@@ -61,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if recordings["class"].notna().sum() == 0:
         raise InputError(f"--data {args.data}: no readable recording has a class")
 
+    bandwidth = shortcuts.harmonisation(recordings, harmonise)
     seg = segments.build_segments(recordings, args.length, counts=args.counts, seed=args.seed, hop_s=args.hop,
-                                  snr_db=args.snr_db, drop_empty_classes=args.drop_empty_classes)
+                                  snr_db=args.snr_db, drop_empty_classes=args.drop_empty_classes,
+                                  lowpass_hz=bandwidth["cutoff_hz"])
     classes_in = set(recordings["class"].dropna())
     dropped = sorted(classes_in - set(seg["class"]))
     assigned = segments.assign_splits(recordings, seed=args.seed, counts=args.counts)
@@ -73,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "inputs": {k: report[k] for k in ("data", "kind", "root", "mapping", "n_listed", "n_recordings",
                                           "n_in_classes", "excluded", "ignored", "unmapped_labels",
-                                          "excluded_labels")} | {"label_column": args.label_column},
+                                          "excluded_labels")} | {"label_column": args.label_column,
+                                                                 "source_column": args.source_column},
         "parameters": {"length_s": args.length, "counts": dict(zip(segments.SPLITS, args.counts)),
                        "seed": args.seed, "hop_s": args.hop, "snr_db": args.snr_db,
                        "drop_empty_classes": args.drop_empty_classes, "strict": args.strict,
-                       "drop_unmapped": args.drop_unmapped},
+                       "drop_unmapped": args.drop_unmapped, "harmonise_bandwidth": harmonise},
+        "harmonisation": bandwidth,
         "dropped_classes": dropped,
         "recordings_per_split": by_class,
         "data_fingerprint": segments.data_fingerprint(recordings),
@@ -92,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {split:<11} {len(s):>6} segments, {int(s['augmented'].sum()):>6} augmented")
     if dropped:
         print(f"dropped classes (no audio in some split): {', '.join(dropped)}")
+    print(shortcuts.describe_harmonisation(bandwidth))
+    single = shortcuts.single_source_classes(recordings)
+    if single:
+        print("classes from a single source (a classifier can recognise the source instead of the sound): "
+              + ", ".join(f"{c} ({s})" for c, s in single.items()))
     print(f"wrote {path} ({len(seg)} segments, {100 * n_aug / max(len(seg), 1):.1f} % augmented) "
           f"and dataset.json in {time.perf_counter() - t0:.1f} s")
     return 0
