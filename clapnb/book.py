@@ -6,7 +6,9 @@ The build folder mirrors the repository's book layout::
     run/01_dataset.ipynb, run/L04/...     copies of the run's executed notebooks, retitled per length,
                                           with the random-weights banner inserted when it applies
     generated/run.md, taxonomy.md         fragments the static pages include
-    book/results.md, book/accuracy_vs_length.png   Tables 2 and 3 and the figure, from results.json
+    book/results.md, book/accuracy_vs_length.png   Tables 2 and 3 and the figure, from results.json,
+                                          and the source-shortcut tables (the run and its
+                                          bandwidth variants, from their shortcuts.json)
 
 and ``jupyter-book build`` turns it into ``_build/html`` with warnings as errors.
 """
@@ -24,7 +26,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from clapnb import io, report, sweep
+from clapnb import io, report, shortcuts, sweep
 from clapnb.errors import ClapnbError, InputError
 
 BOOK_FILES = ("_config.yml", "_toc.yml")
@@ -135,8 +137,9 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     fig = plots.accuracy_vs_length(results, report.PAPER_TABLE2, report.PAPER_TABLE3,
                                    title=report.describe_model(meta))
     fig.savefig(out / PAGES / "accuracy_vs_length.png", dpi=120)
-    io.atomic_write_text(out / PAGES / "results.md",
-                         report.results_page(results, figure="accuracy_vs_length.png", failed=failed))
+    page = report.results_page(results, figure="accuracy_vs_length.png", failed=failed)
+    page += "\n" + shortcuts.results_section([run_dir, *sweep.variant_runs(run_dir)], meta)
+    io.atomic_write_text(out / PAGES / "results.md", page)
     return out
 
 

@@ -34,6 +34,9 @@ RESULT_COLUMNS = (
     "probe_validation_n", "probe_validation_accuracy", "probe_validation_ci_low",
     "probe_validation_ci_high", "probe_validation_loss",
     "probe_test_n", "probe_test_accuracy", "probe_test_ci_low", "probe_test_ci_high", "probe_test_loss",
+    # bandwidth harmonisation and the source-shortcut check (clapnb.shortcuts), test split
+    "lowpass_hz", "source_id_applicable", "source_id_test_accuracy", "source_id_test_balanced_accuracy",
+    "source_id_test_chance", "source_id_test_majority", "source_id_test_class_prior",
 )
 
 NA = "n/a"
@@ -139,6 +142,10 @@ def describe_model(meta: Mapping) -> str:
         text = f"backbone {name}, weights {weights}" + (f" (sha256 {fp}...)" if fp else "")
     else:
         text = f"backbone {name} (feature baseline, no weights" + (f"; configuration {fp}" if fp else "") + ")"
+    if "lowpass_hz" in meta:
+        from clapnb.shortcuts import describe_cutoff
+
+        text += f", {describe_cutoff(meta['lowpass_hz'])}"
     if meta.get("random_weights"):
         text += ", RANDOM WEIGHTS (stand-in, not CLAP results)"
     return text
@@ -168,6 +175,9 @@ def run_meta(results: pd.DataFrame) -> dict:
         values = sorted({str(v) for v in results[key].dropna()}) if key in results else []
         meta[key] = values[0] if len(values) == 1 else ", ".join(values)
     meta["random_weights"] = bool(results["random_weights"].fillna(False).astype(bool).any())
+    if "lowpass_hz" in results:
+        cutoffs = sorted({float(v) for v in results["lowpass_hz"].dropna()})
+        meta["lowpass_hz"] = cutoffs[0] if len(cutoffs) == 1 else None
     meta["zeroshot_applicable_all"] = [bool(v) for v in results["zeroshot_applicable"]]
     return meta
 
@@ -229,6 +239,11 @@ def recordings_summary(recordings: pd.DataFrame) -> pd.DataFrame:
     t["recordings"] = rec.groupby("class").size()
     t["seconds"] = rec.groupby("class")["duration_s"].sum().round(1)
     t["approximate mapping"] = rec.groupby("class")["approximate"].any()
+    if rec["source"].nunique() > 1:
+        from clapnb.shortcuts import single_source_classes
+
+        single = single_source_classes(rec)
+        t["single source"] = [single.get(c, "") for c in t.index]
     order = [c for c in _slug_order(t.index)]
     return t.loc[order].round(1)
 
@@ -273,8 +288,11 @@ def examples_per_class(recordings: pd.DataFrame) -> pd.DataFrame:
 def record_model(record: Mapping) -> dict:
     """The model of a ``zeroshot.json`` / ``probe.json`` record, in :func:`describe_model`'s terms."""
     b = record.get("backbone") or {}
-    return {"backbone": b.get("name"), "weights": b.get("weights_path"),
-            "weights_fingerprint": b.get("fingerprint"), "random_weights": record.get("random_weights")}
+    out = {"backbone": b.get("name"), "weights": b.get("weights_path"),
+           "weights_fingerprint": b.get("fingerprint"), "random_weights": record.get("random_weights")}
+    if "lowpass_hz" in b:
+        out["lowpass_hz"] = b["lowpass_hz"]
+    return out
 
 
 def captioned(df: pd.DataFrame, what: str, record: Mapping, *, index: bool = False):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clapnb import __version__, io, metrics
+from clapnb import __version__, io
 from clapnb.errors import InputError
 from clapnb.segments import SPLITS
 
@@ -253,6 +253,8 @@ def _source_split_metrics(y: np.ndarray, logits: np.ndarray, sources: list[str],
                           cls: np.ndarray, seed: int) -> dict:
     from sklearn.metrics import balanced_accuracy_score
 
+    from clapnb import metrics
+
     m = metrics.summary(y, logits, sources, groups=groups, seed=seed)
     m["balanced_accuracy"] = float(balanced_accuracy_score(y, logits.argmax(1)))
     m["sources_present"] = int(len(np.unique(y)))
@@ -262,6 +264,8 @@ def _source_split_metrics(y: np.ndarray, logits: np.ndarray, sources: list[str],
 
 def accuracy_by_source(predictions: pd.DataFrame, segments: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     """Class accuracy per split and source (with a 95 % bootstrap over recordings)."""
+    from clapnb import metrics
+
     p = predictions.merge(segments[["segment_id", "source", "group"]], on="segment_id", how="left")
     rows = []
     for (split, source), g in p.groupby(["split", "source"], sort=False):
@@ -408,3 +412,104 @@ def summary_sentence(record: Mapping, split: str = "test") -> str:
             f"(chance {_pct(m['chance'])}, majority {_pct(m['majority'])}, knowing only the class "
             f"{_pct(m['class_prior'])}): {_pct(abs(excess))} {'above' if excess >= 0 else 'below'} the better "
             f"baseline. {describe_cutoff(record.get('lowpass_hz')).capitalize()}.")
+
+
+# --- the Results page ------------------------------------------------------------------------------
+
+def run_label(run_dir: str | os.PathLike) -> str:
+    """How a run treated bandwidth, from its ``bandwidth.json`` (no file: full bandwidth)."""
+    path = Path(run_dir) / "bandwidth.json"
+    h = io.read_json(path) if path.is_file() else {"spec": "off", "cutoff_hz": None}
+    if h.get("cutoff_hz") is None:
+        return "full bandwidth"
+    return f"harmonised {h['cutoff_hz']:g} Hz" + (" (auto)" if h.get("spec") == "auto" else "")
+
+
+def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per completed length of a run: class accuracies, source-id check, accuracy per source."""
+    from clapnb import sweep
+
+    rows = []
+    for ldir in sorted(Path(run_dir).glob("L[0-9][0-9]")):
+        if not (ldir / sweep.DONE).is_file():
+            continue
+        done = io.read_json(ldir / sweep.DONE)["row"]
+        sc = io.read_json(ldir / SHORTCUTS_JSON) if (ldir / SHORTCUTS_JSON).is_file() else {}
+        test = (sc.get("source_id") or {}).get("test") or {}
+        mixed = (sc.get("source_id_mixed_classes") or {}).get("test") or {}
+        row = {"length_s": int(done["length_s"]), "lowpass_hz": done.get("lowpass_hz"),
+               "zeroshot_accuracy": done.get("zeroshot_accuracy"),
+               "probe_validation_accuracy": done.get("probe_validation_accuracy"),
+               "probe_test_accuracy": done.get("probe_test_accuracy"),
+               "source_id_applicable": sc.get("applicable"), "sources": sc.get("sources", []),
+               "reason": sc.get("reason"),
+               **{f"source_id_{k}": test.get(k) for k in ("accuracy", "balanced_accuracy", "chance", "majority",
+                                                           "class_prior")},
+               "source_id_mixed_accuracy": mixed.get("accuracy"), "source_id_mixed_class_prior": mixed.get("class_prior")}
+        by = ((sc.get("class_accuracy_by_source") or {}).get("probe") or {}).get("test") or {}
+        for source, m in by.items():
+            row[f"probe_test_accuracy::{source}"] = m["accuracy"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def results_section(runs: Sequence[str | os.PathLike], meta: Mapping) -> str:
+    """MyST Markdown for the Results page: the shortcut check per length for a run and its variants.
+
+    ``runs``: the main run folder first, then its comparison runs (other bandwidth settings);
+    ``meta``: :func:`clapnb.report.run_meta` of the main run (the model for the captions).
+    """
+    from clapnb.report import describe_model, to_markdown
+
+    model = describe_model({k: v for k, v in meta.items() if k != "lowpass_hz"})
+    labelled = [(run_label(r), collect(r)) for r in runs]
+    labelled = [(label, t) for label, t in labelled if not t.empty]
+    parts = ["## Source shortcuts\n"]
+    if not labelled or not any(t["source_id_applicable"].fillna(False).astype(bool).any() for _, t in labelled):
+        reason = next((t["reason"].dropna().iloc[0] for _, t in labelled if t["reason"].notna().any()),
+                      "no length has a shortcut check")
+        return "\n".join(parts + [f"Source shortcut check skipped: {reason}.\n"])
+    parts.append(
+        "Can the embeddings tell which dataset or collection a segment comes from? The linear probe of "
+        "Table 3 is trained on the same embeddings and splits to predict the *source* instead of the "
+        "class (test split). *Majority* is the best constant guess, *class-only* the best guess from the "
+        "true class alone, and *mixed classes* repeats the check on the classes with recordings from "
+        "several sources, where the class gives nothing away. A source accuracy well above the baselines "
+        "means the class accuracy may partly measure the recording chain; the per-source class "
+        "accuracies show who pays for it.\n")
+    if len(labelled) > 1:
+        frames = []
+        for label, t in labelled:
+            cols = {"probe_validation_accuracy": f"Probe validation, {label}",
+                    "probe_test_accuracy": f"Probe test, {label}"}
+            if t["zeroshot_accuracy"].notna().any():
+                cols["zeroshot_accuracy"] = f"Zero-shot validation, {label}"
+            frames.append(t.set_index("length_s")[list(cols)].rename(columns=cols))
+        both = pd.concat(frames, axis=1).sort_index()
+        table = pd.DataFrame({"Audio length": [f"{n} s" for n in both.index],
+                              **{c: [_pct(v) for v in both[c]] for c in both.columns}})
+        parts.append(
+            ":::{table} Class accuracy with and without bandwidth harmonisation, per audio length "
+            f"({model}; {' vs '.join(label for label, _ in labelled)}): does the accuracy survive when "
+            "every recording is low-passed to the lowest common bandwidth?\n:name: table-harmonisation\n\n"
+            + to_markdown(table) + "\n:::\n")
+    rows = []
+    sources = sorted({s for _, t in labelled for srcs in t["sources"] for s in srcs})
+    for label, t in labelled:
+        for r in t.to_dict(orient="records"):
+            row = {"Audio length": f"{r['length_s']} s", "Bandwidth": label,
+                   "Class accuracy (probe)": _pct(r["probe_test_accuracy"]),
+                   "Source-id accuracy": _pct(r["source_id_accuracy"]),
+                   "Balanced": _pct(r["source_id_balanced_accuracy"]), "Chance": _pct(r["source_id_chance"]),
+                   "Majority": _pct(r["source_id_majority"]), "Class-only": _pct(r["source_id_class_prior"]),
+                   "Source-id, mixed classes": _pct(r["source_id_mixed_accuracy"]),
+                   "Class-only, mixed classes": _pct(r["source_id_mixed_class_prior"])}
+            for s in sources:
+                row[f"Class accuracy on {s}"] = _pct(r.get(f"probe_test_accuracy::{s}"))
+            rows.append((r["length_s"], row))
+    table = pd.DataFrame([row for _, row in sorted(rows, key=lambda x: x[0])])
+    parts.append(
+        ":::{table} Source shortcut check per audio length, test split: the class probe's accuracy, the "
+        f"source-identification accuracy of the same probe trained on sources, its baselines, and the class "
+        f"accuracy per source ({model}; bandwidth per row)\n:name: table-shortcuts\n\n" + to_markdown(table) + "\n:::\n")
+    return "\n".join(parts)

@@ -8,6 +8,8 @@ A run is a folder::
                                     the executed 02/03/04 notebooks, and ``done`` written last
     runs/NAME/01_dataset.ipynb      the executed dataset notebook (inventory of the whole run)
     runs/NAME/results.json|.csv     one row per completed length (see clapnb.report.RESULT_COLUMNS)
+    runs/NAME/bandwidth.json        the bandwidth harmonisation of the run (band_edges.parquet: measured)
+    runs/NAME/variants/harmonise-X/ the same configuration with --harmonise-bandwidth X (a full run)
 
 The notebooks do the work through :func:`prepare_length` and the classifier modules, so what
 the sweep runs is exactly what a user sees when opening a notebook. A length that fails keeps its
@@ -18,16 +20,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
 
 from clapnb import __version__, io
 from clapnb.errors import ClapnbError, InputError
+from clapnb.shortcuts import canonical_harmonise, parse_harmonise_list
 
 SPLIT_NAMES = ("train", "validation", "early_stop", "test")
 PER_LENGTH_NOTEBOOKS = ("02_zero_shot.ipynb", "03_linear_probe.ipynb", "04_confusion.ipynb")
@@ -108,6 +112,8 @@ class SweepConfig:
     device: str = "auto"
     probe_grid: str = ""
     lengths: str = "1-10"
+    source_column: str | None = None
+    harmonise_bandwidth: str = "off"
 
     def resolved(self) -> "SweepConfig":
         """Fill ``data='auto'``, make paths absolute and normalise lengths/counts (fail early)."""
@@ -119,8 +125,10 @@ class SweepConfig:
         weights = os.path.abspath(os.path.expanduser(self.weights)) if self.weights else None
         lengths = ",".join(str(n) for n in parse_lengths(self.lengths))
         counts = ",".join(str(n) for n in parse_counts(self.counts))
+        harmonise = canonical_harmonise(self.harmonise_bandwidth)
         return SweepConfig(**{**asdict(self), "data": data, "label_column": label_column,
-                              "weights": weights, "lengths": lengths, "counts": counts})
+                              "weights": weights, "lengths": lengths, "counts": counts,
+                              "source_column": self.source_column or None, "harmonise_bandwidth": harmonise})
 
     @property
     def length_list(self) -> tuple[int, ...]:
@@ -147,7 +155,8 @@ def check_compatible(run_dir: Path, config: SweepConfig) -> None:
     path = run_dir / "sweep.json"
     if not path.is_file():
         return
-    old = io.read_json(path).get("config", {})
+    defaults = SweepConfig().parameters()  # keys added since the run was made had these values
+    old = {**defaults, **io.read_json(path).get("config", {})}
     new = config.parameters()
     diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
             if k not in RESUMABLE_KEYS and old.get(k) != new[k]]
@@ -176,10 +185,36 @@ def prepare_recordings(run_dir: str | os.PathLike, config: SweepConfig) -> pd.Da
         return pd.read_parquet(path)
     table, report = datasets.load_recordings(
         config.data, label_column=config.label_column, mapping=config.mapping,
-        drop_unmapped=config.drop_unmapped)
+        drop_unmapped=config.drop_unmapped, source_column=config.source_column)
     io.atomic_write_json(run_dir / "recordings.json", report)
     io.atomic_write_parquet(path, table)
     return table
+
+
+def prepare_band_edges(run_dir: str | os.PathLike, config: SweepConfig) -> pd.DataFrame:
+    """Measured band edge of every recording (:func:`clapnb.shortcuts.measure_band_edges`), once per run."""
+    from clapnb import shortcuts
+
+    path = Path(run_dir) / "band_edges.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    edges = shortcuts.measure_band_edges(prepare_recordings(run_dir, config), progress=False)
+    io.atomic_write_parquet(path, edges)
+    return edges
+
+
+def prepare_bandwidth(run_dir: str | os.PathLike, config: SweepConfig) -> dict:
+    """The run's bandwidth harmonisation (``bandwidth.json``): one cutoff for every length."""
+    from clapnb import shortcuts
+
+    path = Path(run_dir) / "bandwidth.json"
+    if path.is_file():
+        return io.read_json(path)
+    recordings = prepare_recordings(run_dir, config)
+    edges = prepare_band_edges(run_dir, config) if config.harmonise_bandwidth == "auto" else None
+    record = shortcuts.harmonisation(recordings, config.harmonise_bandwidth, edges)
+    io.atomic_write_json(path, record)
+    return record
 
 
 def prepare_segments(run_dir: str | os.PathLike, config: SweepConfig, length_s: int) -> Path:
@@ -189,12 +224,16 @@ def prepare_segments(run_dir: str | os.PathLike, config: SweepConfig, length_s: 
     out = length_dir(run_dir, length_s)
     if not (out / "dataset.json").is_file():  # written last by write_segments
         recordings = prepare_recordings(run_dir, config)
+        bandwidth = prepare_bandwidth(run_dir, config)
         table = segments.build_segments(recordings, float(length_s), counts=parse_counts(config.counts),
                                         seed=config.seed, snr_db=config.snr_db,
-                                        drop_empty_classes=config.drop_empty_classes)
+                                        drop_empty_classes=config.drop_empty_classes,
+                                        lowpass_hz=bandwidth["cutoff_hz"])
         segments.write_segments(table, out, {
-            "inputs": {"data": config.data, "label_column": config.label_column, "mapping": config.mapping},
+            "inputs": {"data": config.data, "label_column": config.label_column, "mapping": config.mapping,
+                       "source_column": config.source_column},
             "parameters": {**config.parameters(), "length_s": int(length_s)},
+            "harmonisation": bandwidth,
             "dropped_classes": sorted(set(recordings["class"].dropna()) - set(table["class"])),
             # of the recordings, not of this length's picks: every length of a run shares it
             "data_fingerprint": segments.data_fingerprint(recordings)})
@@ -287,6 +326,13 @@ def length_row(ldir: str | os.PathLike) -> dict:
         row.update({f"probe_{split}_n": m.get("n"), f"probe_{split}_accuracy": m.get("accuracy"),
                     f"probe_{split}_ci_low": lo, f"probe_{split}_ci_high": hi,
                     f"probe_{split}_loss": m.get("loss")})
+    row["lowpass_hz"] = ds.get("lowpass_hz")
+    sc = io.read_json(ldir / "shortcuts.json") if (ldir / "shortcuts.json").is_file() else {}
+    test = (sc.get("source_id") or {}).get("test") or {}
+    row.update({"source_id_applicable": sc.get("applicable"), "source_id_test_accuracy": test.get("accuracy"),
+                "source_id_test_balanced_accuracy": test.get("balanced_accuracy"),
+                "source_id_test_chance": test.get("chance"), "source_id_test_majority": test.get("majority"),
+                "source_id_test_class_prior": test.get("class_prior")})
     return row
 
 
@@ -491,3 +537,40 @@ def run_sweep(config: SweepConfig, run_dir: str | os.PathLike, *, jobs: int = 1,
             io.atomic_write_text(run_dir / (DATASET_NOTEBOOK + ".failed"), outcome.dataset_error + "\n")
     outcome.results, _ = write_results(run_dir, all_lengths)
     return outcome
+
+
+# --- the same run with other bandwidth settings -------------------------------------------------
+
+VARIANTS_DIR = "variants"
+#: Files of a finished run that a variant can reuse: the data and their measurement do not change.
+_SHARED_FILES = ("recordings.parquet", "recordings.json", "band_edges.parquet")
+
+
+def variant_dir(run_dir: str | os.PathLike, harmonise: str) -> Path:
+    return Path(run_dir) / VARIANTS_DIR / f"harmonise-{canonical_harmonise(harmonise)}"
+
+
+def variant_runs(run_dir: str | os.PathLike) -> list[Path]:
+    """The comparison runs of ``run_dir`` (sorted by folder name) that have results."""
+    root = Path(run_dir) / VARIANTS_DIR
+    return sorted(p for p in root.glob("harmonise-*") if (p / "results.json").is_file()) if root.is_dir() else []
+
+
+def run_variants(config: SweepConfig, run_dir: str | os.PathLike, harmonise: str | Sequence[str], *,
+                 jobs: int = 1, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+                 ) -> list[SweepOutcome]:
+    """The sweep once per bandwidth setting: the first in ``run_dir``, each other one in
+    ``run_dir/variants/harmonise-<setting>``, everything else equal (the book shows them side by side).
+    """
+    values = parse_harmonise_list(harmonise)
+    main = run_dir
+    outcomes = [run_sweep(replace(config, harmonise_bandwidth=values[0]), main, jobs=jobs, log=log)]
+    for value in values[1:]:
+        out = variant_dir(main, value)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in _SHARED_FILES:
+            if (Path(main) / name).is_file() and not (out / name).exists():
+                shutil.copy2(Path(main) / name, out / name)
+        log(f"comparison run with --harmonise-bandwidth {value}: {out}")
+        outcomes.append(run_sweep(replace(config, harmonise_bandwidth=value), out, jobs=jobs, log=log))
+    return outcomes

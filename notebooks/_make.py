@@ -29,7 +29,9 @@ counts = "8,2,2,2"                # segments per class: train,validation,early_s
 seed = 0                          # every random choice (splits, picks, noise, probe) derives from it
 snr_db = 20.0                     # SNR of the Gaussian noise added to augmented segments
 device = "auto"                   # auto | cpu | cuda
-probe_grid = ""                   # probe hyper-parameter grid (syntax: clapnb.probe.parse_grid); best on validation'''
+probe_grid = ""                   # probe hyper-parameter grid (syntax: clapnb.probe.parse_grid); best on validation
+source_column = None              # manifest column naming each file's source (None: source, else source_dataset)
+harmonise_bandwidth = "off"       # off | auto | a frequency in Hz: low-pass every recording to one bandwidth first'''
 
 PER_LENGTH = '''\
 run_dir = "../runs/demo"          # the run folder; this notebook works in run_dir/L<length_s>
@@ -42,7 +44,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from clapnb import io, metrics, plots, probe, report, sweep, zeroshot
+from clapnb import io, metrics, plots, probe, report, shortcuts, sweep, zeroshot
 
 cfg = sweep.config_from_parameters(globals())
 ldir = sweep.length_dir(run_dir, length_s)'''
@@ -88,7 +90,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from clapnb import audio, io, plots, report, sweep
+from clapnb import audio, io, plots, report, shortcuts, sweep
 
 cfg = sweep.config_from_parameters(globals())
 recordings = sweep.prepare_recordings(run_dir, cfg)
@@ -100,7 +102,23 @@ print(f"{inventory['n_recordings']} usable recordings of {inventory['n_listed']}
        "source only can be recognised by the recording chain instead of the sound (e.g. "
        "UrbanSound8K clips are mostly 22.05 kHz, with nothing above 11 kHz); keep that in mind "
        "when reading per-class results."),
-    code("report.recordings_summary(recordings)"),
+    code('''\
+single = shortcuts.single_source_classes(recordings)
+if recordings["source"].nunique() < 2:
+    display(Markdown(f"All recordings come from one source ({recordings['source'].iloc[0]})."))
+elif single:
+    display(Markdown("**Classes from a single source** (a classifier can recognise the source instead of the "
+                     "sound): " + ", ".join(f"{plots.class_name(c)} ({s})" for c, s in single.items())))
+report.recordings_summary(recordings)'''),
+    md("## Bandwidth per source\n\n"
+       "Sample rates and the *measured* band edge of the recordings (where the spectrum falls by 40 dB "
+       "or more all the way to the Nyquist frequency: resampled or codec-filtered audio has such a cliff, "
+       "natural sounds rarely do). Sources with different bandwidths can be told apart by the treble "
+       "alone; `harmonise_bandwidth` low-pass filters every recording to one common band before cutting."),
+    code('''\
+bandwidth = sweep.prepare_bandwidth(run_dir, cfg)
+display(Markdown(f"This run: {shortcuts.describe_harmonisation(bandwidth)}."))
+shortcuts.bandwidth_by_source(recordings, sweep.prepare_band_edges(run_dir, cfg)).round(1)'''),
     code('''\
 excluded = pd.DataFrame(inventory["excluded"], columns=["path", "reason"])
 print(f"excluded files: {len(excluded)}; labels mapped to no class: {inventory['excluded_labels']}; "
@@ -230,6 +248,22 @@ for row, x in zip(wrong.to_dict(orient="records"), report.segment_audio(wrong)):
     display(report.player(x))
 if wrong.empty:
     print(f"no misclassified segment on the {split} split")'''),
+    md("## Source shortcut check\n\n"
+       "Can the embeddings tell *where a recording comes from* (its dataset or collection)? The same "
+       "linear probe, on the same embeddings and recording-grouped splits, is trained to predict the "
+       "source instead of the class. *Majority*: the best constant guess; *class-only*: the best guess "
+       "from the true class alone (a class recorded by one source gives its source away). A source "
+       "accuracy well above both means the embeddings carry the recording chain (e.g. bandwidth), which "
+       "the class probe can exploit; *mixed classes* repeats the check on the classes that have "
+       "recordings from several sources. Below it, the class accuracy per source."),
+    code('''\
+sc = shortcuts.run_shortcuts(ldir, seed=seed)   # the class probe's configuration; writes shortcuts.json
+display(Markdown(shortcuts.summary_sentence(sc, split)))
+if sc["applicable"]:
+    display(report.captioned(shortcuts.source_id_table(sc),
+                             f"Source identification beside class accuracy, {length_s} s", sc))
+    display(report.captioned(shortcuts.by_source_table(sc, split),
+                             f"Class accuracy per source, {length_s} s, {split}", sc))'''),
 ], per_length=True)
 
 

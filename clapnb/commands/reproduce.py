@@ -23,11 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from clapnb import backbones, book, sweep
 
     backbones.check_backbone_available("msclap-2023", args.weights)
-    outcome = sweep.run_sweep(config_from_args(args, backbone="msclap-2023", lengths="1-10"), args.out,
-                              jobs=args.jobs)
-    print(outcome.summary(), file=sys.stderr)
-    print_results(outcome.results)
+    outcomes = sweep.run_variants(config_from_args(args, backbone="msclap-2023", lengths="1-10"), args.out,
+                                  args.harmonise_bandwidth, jobs=args.jobs)
+    for outcome in outcomes:
+        print(outcome.summary(), file=sys.stderr)
+        print_results(outcome.results)
+    outcome = outcomes[0]
     if outcome.results is None or outcome.results.empty:
         return 1
     print(book.build(book.assemble(outcome.run_dir)))
-    return 0 if outcome.ok else 1
+    return 0 if all(o.ok for o in outcomes) else 1

@@ -13,6 +13,13 @@ def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, b
                    help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
                         "'esc50:PATH', 'urbansound8k:PATH', or 'auto' (../shared/data/envsounds if present)")
     p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
+    p.add_argument("--source-column", default=None,
+                   help="manifest column naming each file's source (default: source, else source_dataset)")
+    p.add_argument("--harmonise-bandwidth", default="off", metavar="off|auto|HZ[,...]",
+                   help="low-pass every recording to one common bandwidth before cutting: off (default), auto "
+                        "(the lowest common effective bandwidth of the data) or a frequency in Hz. A list, e.g. "
+                        "off,auto, runs the first setting in OUT and each other one in "
+                        "OUT/variants/harmonise-SETTING; the book shows them side by side")
     p.add_argument("--mapping", default="default",
                    help="label mapping: built-in name (esc50, urbansound8k, default) or YAML file(s), comma-separated")
     p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
@@ -37,6 +44,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, b
 
 
 def config_from_args(args: argparse.Namespace, **overrides):
+    """The run's :class:`SweepConfig`; with a list of bandwidth settings, the first one's."""
+    from clapnb.shortcuts import parse_harmonise_list
     from clapnb.sweep import SweepConfig
 
     values = {"data": args.data, "label_column": args.label_column, "mapping": args.mapping,
@@ -44,7 +53,8 @@ def config_from_args(args: argparse.Namespace, **overrides):
               "backbone": getattr(args, "backbone", "msclap-2023"), "weights": args.weights,
               "policy": args.policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
               "device": args.device, "probe_grid": args.probe_grid,
-              "lengths": getattr(args, "lengths", "1-10")}
+              "lengths": getattr(args, "lengths", "1-10"), "source_column": args.source_column,
+              "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0]}
     return SweepConfig(**{**values, **overrides})
 
 
@@ -71,8 +81,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from clapnb import sweep
 
-    outcome = sweep.run_sweep(config_from_args(args), args.out, jobs=args.jobs)
-    print(outcome.summary(), file=sys.stderr)
-    print_results(outcome.results)
-    print(os.path.join(outcome.run_dir, "results.json"))
-    return 0 if outcome.ok else 1
+    outcomes = sweep.run_variants(config_from_args(args), args.out, args.harmonise_bandwidth, jobs=args.jobs)
+    for outcome in outcomes:
+        print(outcome.summary(), file=sys.stderr)
+        print_results(outcome.results)
+        print(os.path.join(outcome.run_dir, "results.json"))
+    return 0 if all(o.ok for o in outcomes) else 1
