@@ -61,12 +61,12 @@ def pick_segments(segments: pd.DataFrame, n: int = DEFAULT_CLIPS, seed: int = 0)
     rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
     augmented = rows["augmented"].fillna(False).astype(bool) if "augmented" in rows else pd.Series(False, rows.index)
     klass = rows["class"].astype(str) if "class" in rows else pd.Series("", rows.index)
-    rank = pd.DataFrame({
-        "augmented": augmented,
-        "per_path": rows.groupby("path", sort=False).cumcount(),   # other recordings before a 2nd cut
-        "per_class": rows.groupby(klass, sort=False).cumcount(),    # round robin over classes
-        "order": np.arange(len(rows))})
-    order = rank.sort_values(["augmented", "per_path", "per_class", "order"]).index
+    rank = pd.DataFrame({"augmented": augmented, "klass": klass, "order": np.arange(len(rows)),
+                         "per_path": rows.groupby("path", sort=False).cumcount()})
+    # within a class, other recordings before a second cut of one; then round robin over classes
+    rank = rank.sort_values(["augmented", "klass", "per_path", "order"])
+    rank["per_class"] = rank.groupby(["augmented", "klass"], sort=False).cumcount()
+    order = rank.sort_values(["augmented", "per_class", "order"]).index
     return rows.loc[order[:n]].reset_index(drop=True)
 
 
