@@ -37,6 +37,8 @@ RESULT_COLUMNS = (
     # bandwidth harmonisation and the source-shortcut check (clapnb.shortcuts), test split
     "lowpass_hz", "source_id_applicable", "source_id_test_accuracy", "source_id_test_balanced_accuracy",
     "source_id_test_chance", "source_id_test_majority", "source_id_test_class_prior",
+    # embedding mode (clapnb.fast) and its measured agreement with fp32 (clapnb.agreement)
+    "precision", "agreement_min_cosine", "agreement_mean_cosine", "agreement_passed",
 )
 
 NA = "n/a"
@@ -146,6 +148,13 @@ def describe_model(meta: Mapping) -> str:
         from clapnb.shortcuts import describe_cutoff
 
         text += f", {describe_cutoff(meta['lowpass_hz'])}"
+    mode = meta.get("precision")
+    if mode and mode != "fp32":
+        text += f", {mode} embeddings"
+        low = meta.get("agreement_min_cosine")
+        if low is not None and not (isinstance(low, float) and math.isnan(low)):
+            text += f" (min cosine {low:.5f} to fp32" + (
+                ", BELOW THE AGREEMENT THRESHOLD" if meta.get("agreement_passed") is False else "") + ")"
     if meta.get("random_weights"):
         text += ", RANDOM WEIGHTS (stand-in, not CLAP results)"
     return text
@@ -178,6 +187,13 @@ def run_meta(results: pd.DataFrame) -> dict:
     if "lowpass_hz" in results:
         cutoffs = sorted({float(v) for v in results["lowpass_hz"].dropna()})
         meta["lowpass_hz"] = cutoffs[0] if len(cutoffs) == 1 else None
+    if "precision" in results:
+        modes = sorted({str(v) for v in results["precision"].dropna()})
+        meta["precision"] = ", ".join(modes) if modes else None
+        cos = pd.to_numeric(results.get("agreement_min_cosine"), errors="coerce").dropna()
+        meta["agreement_min_cosine"] = float(cos.min()) if len(cos) else None
+        checked = results["agreement_passed"].dropna() if "agreement_passed" in results else pd.Series([], dtype=bool)
+        meta["agreement_passed"] = bool(checked.astype(bool).all())
     meta["zeroshot_applicable_all"] = [bool(v) for v in results["zeroshot_applicable"]]
     return meta
 
@@ -292,6 +308,10 @@ def record_model(record: Mapping) -> dict:
            "weights_fingerprint": b.get("fingerprint"), "random_weights": record.get("random_weights")}
     if "lowpass_hz" in b:
         out["lowpass_hz"] = b["lowpass_hz"]
+    if "precision" in b:
+        agree = b.get("agreement") or {}
+        out.update({"precision": b["precision"], "agreement_min_cosine": agree.get("min_cosine"),
+                    "agreement_passed": agree.get("passed")})
     return out
 
 

@@ -114,6 +114,10 @@ class SweepConfig:
     lengths: str = "1-10"
     source_column: str | None = None
     harmonise_bandwidth: str = "off"
+    precision: str = "fp32"              # CLAP embedding mode (clapnb.fast): fp32 | bf16 | auto
+    torch_compile: bool = False          # torch.compile the audio encoder (--compile)
+    agreement_threshold: float = 0.999   # a mode other than fp32 must agree this well with fp32
+    warn_low_agreement: bool = False     # below it: warn loudly instead of refusing
 
     def resolved(self) -> "SweepConfig":
         """Fill ``data='auto'``, make paths absolute and normalise lengths/counts (fail early)."""
@@ -126,6 +130,7 @@ class SweepConfig:
         lengths = ",".join(str(n) for n in parse_lengths(self.lengths))
         counts = ",".join(str(n) for n in parse_counts(self.counts))
         harmonise = canonical_harmonise(self.harmonise_bandwidth)
+        _check_mode(self)
         return SweepConfig(**{**asdict(self), "data": data, "label_column": label_column,
                               "weights": weights, "lengths": lengths, "counts": counts,
                               "source_column": self.source_column or None, "harmonise_bandwidth": harmonise})
@@ -136,6 +141,18 @@ class SweepConfig:
 
     def parameters(self) -> dict:
         return asdict(self)
+
+
+def _check_mode(config: SweepConfig) -> None:
+    from clapnb.backbones import CLAP_NAMES
+    from clapnb.fast import PRECISIONS
+
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if config.backbone not in CLAP_NAMES and (config.precision == "bf16" or config.torch_compile):
+        raise InputError(f"--precision bf16 / --compile apply to CLAP backbones only, not {config.backbone}")
+    if not 0 < float(config.agreement_threshold) <= 1:
+        raise InputError(f"--agreement-threshold {config.agreement_threshold}: give a cosine in (0, 1]")
 
 
 def config_from_parameters(params: dict) -> SweepConfig:
@@ -254,14 +271,20 @@ def load_segments(run_dir: str | os.PathLike, config: SweepConfig) -> pd.DataFra
 
 
 def embeddings_current(ldir: Path, config: SweepConfig) -> bool:
-    """True when ``embeddings.json`` matches the segments file and the configured backbone."""
+    """True when ``embeddings.json`` matches the segments file and the configured backbone and mode."""
+    from clapnb.backbones import CLAP_NAMES
+
     path = ldir / "embeddings.json"
     if not path.is_file():
         return False
     meta = io.read_json(path)
     backbone = meta.get("backbone", {})
+    same_mode = config.backbone not in CLAP_NAMES or (
+        backbone.get("precision_requested", "fp32") == config.precision
+        and str(backbone.get("precision", "fp32")).endswith("+compile") == bool(config.torch_compile))
     return (meta.get("segments_sha256") == io.file_sha256(ldir / "segments.parquet")
-            and backbone.get("name") == config.backbone and backbone.get("policy") == config.policy)
+            and backbone.get("name") == config.backbone and backbone.get("policy") == config.policy
+            and same_mode)
 
 
 def prepare_length(run_dir: str | os.PathLike, config: SweepConfig, length_s: int):
@@ -270,7 +293,7 @@ def prepare_length(run_dir: str | os.PathLike, config: SweepConfig, length_s: in
     Returns the backbone when it had to be loaded (the zero-shot step reuses it), else None:
     loading CLAP takes seconds, reading finished embeddings does not need it.
     """
-    from clapnb import backbones, embeddings
+    from clapnb import agreement, backbones, embeddings
 
     out = prepare_segments(run_dir, config, length_s)
     io.atomic_write_json(out / "config.json", {**config.parameters(), "length_s": int(length_s),
@@ -278,8 +301,13 @@ def prepare_length(run_dir: str | os.PathLike, config: SweepConfig, length_s: in
     if embeddings_current(out, config):
         return None
     backbone = backbones.load_backbone(config.backbone, weights=config.weights, device=config.device,
-                                       policy=config.policy)
-    embeddings.embed_run(out, backbone, progress=False)
+                                       policy=config.policy, batch_size=16, precision=config.precision,
+                                       compile=config.torch_compile)
+    # a fast mode is measured against fp32 on this length's clips first (recorded in embeddings.json)
+    agreement.check_agreement(backbone, pd.read_parquet(out / "segments.parquet"),
+                              threshold=config.agreement_threshold, warn_only=config.warn_low_agreement,
+                              seed=config.seed)
+    embeddings.embed_run(out, backbone, batch_size=16, progress=False)
     return backbone
 
 
@@ -327,6 +355,9 @@ def length_row(ldir: str | os.PathLike) -> dict:
                     f"probe_{split}_ci_low": lo, f"probe_{split}_ci_high": hi,
                     f"probe_{split}_loss": m.get("loss")})
     row["lowpass_hz"] = ds.get("lowpass_hz")
+    agree = backbone.get("agreement") or {}
+    row.update({"precision": backbone.get("precision", "fp32"), "agreement_min_cosine": agree.get("min_cosine"),
+                "agreement_mean_cosine": agree.get("mean_cosine"), "agreement_passed": agree.get("passed")})
     sc = io.read_json(ldir / "shortcuts.json") if (ldir / "shortcuts.json").is_file() else {}
     test = (sc.get("source_id") or {}).get("test") or {}
     row.update({"source_id_applicable": sc.get("applicable"), "source_id_test_accuracy": test.get("accuracy"),

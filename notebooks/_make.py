@@ -31,7 +31,11 @@ snr_db = 20.0                     # SNR of the Gaussian noise added to augmented
 device = "auto"                   # auto | cpu | cuda
 probe_grid = ""                   # probe hyper-parameter grid (syntax: clapnb.probe.parse_grid); best on validation
 source_column = None              # manifest column naming each file's source (None: source, else source_dataset)
-harmonise_bandwidth = "off"       # off | auto | a frequency in Hz: low-pass every recording to one bandwidth first'''
+harmonise_bandwidth = "off"       # off | auto | a frequency in Hz: low-pass every recording to one bandwidth first
+precision = "fp32"                # CLAP embedding precision: fp32 (the reference) | bf16 | auto (bf16 where native)
+torch_compile = False             # torch.compile the audio encoder (a minute per process on a CPU, then faster)
+agreement_threshold = 0.999       # a mode other than fp32 must reach this min cosine to fp32 on the run's clips
+warn_low_agreement = False        # below it: warn loudly instead of refusing'''
 
 PER_LENGTH = '''\
 run_dir = "../runs/demo"          # the run folder; this notebook works in run_dir/L<length_s>

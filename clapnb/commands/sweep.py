@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from clapnb.commands.embed import add_mode_arguments
+
 
 def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, backbone: bool = True) -> None:
     """Options shared by ``sweep`` and ``reproduce`` (the parameters of a run)."""
@@ -39,6 +41,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, b
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     p.add_argument("--probe-grid", default="",
                    help="probe hyper-parameter grid, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4' (best on validation)")
+    add_mode_arguments(p)
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="lengths run in parallel, each in its own process (default 1)")
 
@@ -54,7 +57,9 @@ def config_from_args(args: argparse.Namespace, **overrides):
               "policy": args.policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
               "device": args.device, "probe_grid": args.probe_grid,
               "lengths": getattr(args, "lengths", "1-10"), "source_column": args.source_column,
-              "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0]}
+              "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0],
+              "precision": args.precision, "torch_compile": args.compile,
+              "agreement_threshold": args.agreement_threshold, "warn_low_agreement": args.warn_low_agreement}
     return SweepConfig(**{**values, **overrides})
 
 
