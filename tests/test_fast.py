@@ -292,3 +292,47 @@ def test_cli_embed_records_the_mode_and_an_accepted_low_agreement(clip_paths, tm
     assert meta["backbone"]["precision"] == "bf16" and meta["backbone"]["precision_requested"] == "bf16"
     assert not rec["passed"] and rec["on_fail"] == "warn" and rec["n"] == 2 and 0.999 <= rec["min_cosine"] < 1
     assert meta["n_computed"] == 2
+
+
+# --- the sweep and the book carry the mode ---------------------------------------------------------
+
+def test_sweep_rows_and_captions_carry_the_mode_and_its_agreement(tmp_path):
+    from dataclasses import replace
+
+    from clapnb import report, sweep
+
+    ldir = tmp_path / "L04"
+    ldir.mkdir()
+    pd.DataFrame({"segment_id": ["a:0"]}).to_parquet(ldir / "segments.parquet")
+    bmeta = {"name": "msclap-2023", "policy": "msclap", "fingerprint": "f" * 64, "precision": "bf16",
+             "precision_requested": "auto", "random_weights": True,
+             "agreement": {"min_cosine": 0.99991, "mean_cosine": 0.99995, "passed": True, "n": 8}}
+    io.atomic_write_json(ldir / "embeddings.json", {"segments_sha256": io.file_sha256(ldir / "segments.parquet"),
+                                                    "backbone": bmeta})
+    cfg = sweep.SweepConfig(data=str(tmp_path), precision="auto").resolved()
+    assert sweep.embeddings_current(ldir, cfg)
+    assert not sweep.embeddings_current(ldir, replace(cfg, precision="fp32"))  # recomputed in the other mode
+    assert not sweep.embeddings_current(ldir, replace(cfg, torch_compile=True))
+    with pytest.raises(InputError, match="CLAP backbones only"):
+        sweep.SweepConfig(data=str(tmp_path), backbone="mfcc", torch_compile=True).resolved()
+    with pytest.raises(InputError, match="--precision 'fp8'"):
+        sweep.SweepConfig(data=str(tmp_path), precision="fp8").resolved()
+
+    metrics = {s: {"n": 4, "accuracy": 0.5} for s in ("validation", "test")}
+    io.atomic_write_json(ldir / "zeroshot.json", {"applicable": False, "random_weights": True, "backbone": bmeta})
+    io.atomic_write_json(ldir / "probe.json", {"length_s": 4, "backbone": bmeta, "random_weights": True,
+                                              "classes": ["dogs"], "metrics": metrics})
+    io.atomic_write_json(ldir / "dataset.json", {"data_fingerprint": "d", "lowpass_hz": None})
+    row = sweep.length_row(ldir)
+    assert (row["precision"], row["agreement_min_cosine"], row["agreement_passed"]) == ("bf16", 0.99991, True)
+    assert set(row) <= set(report.RESULT_COLUMNS)
+
+    caption = report.describe_model(report.record_model({"backbone": bmeta, "random_weights": True}))
+    assert "bf16 embeddings (min cosine 0.99991 to fp32)" in caption and "RANDOM WEIGHTS" in caption
+    low = {**bmeta, "agreement": {**bmeta["agreement"], "passed": False}}
+    assert "BELOW THE AGREEMENT THRESHOLD" in report.describe_model(report.record_model({"backbone": low}))
+    assert "embeddings" not in report.describe_model(report.record_model({"backbone": {**bmeta, "precision": "fp32"}}))
+    rows = pd.DataFrame([row, {**row, "length_s": 5, "agreement_min_cosine": 0.9995}])
+    meta = report.run_meta(rows)
+    assert meta["precision"] == "bf16" and meta["agreement_min_cosine"] == 0.9995 and meta["agreement_passed"]
+    assert "bf16 embeddings (min cosine 0.99950 to fp32)" in report.describe_model(meta)
