@@ -37,6 +37,7 @@ RESULT_COLUMNS = (
     # bandwidth harmonisation and the source-shortcut check (clapnb.shortcuts), test split
     "lowpass_hz", "source_id_applicable", "source_id_test_accuracy", "source_id_test_balanced_accuracy",
     "source_id_test_chance", "source_id_test_majority", "source_id_test_class_prior",
+    "source_id_within_test_accuracy", "source_id_within_test_chance",
     # embedding mode (clapnb.fast) and its measured agreement with fp32 (clapnb.agreement)
     "precision", "agreement_min_cosine", "agreement_mean_cosine", "agreement_passed",
 )

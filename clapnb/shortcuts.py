@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -127,11 +128,11 @@ def bandwidth_by_source(recordings: pd.DataFrame, edges: pd.DataFrame | None = N
         sample_rates=("sample_rate", lambda s: ", ".join(f"{v:g}" for v in sorted(set(s)))),
         lowest_nyquist_hz=("sample_rate", lambda s: float(s.min()) / 2))
     if edges is not None and len(edges):
-        e = edges.groupby("source")["band_edge_hz"]
-        t["band_edge_median_hz"] = e.median()
-        t["band_edge_p10_hz"] = e.quantile(0.1)
-        t["below_nyquist_share"] = (edges["band_edge_hz"] < 0.99 * edges["nyquist_hz"]).groupby(
-            edges["source"]).mean()
+        e = edges[["path", "band_edge_hz"]].merge(rec[["path", "source", "sample_rate"]], on="path")
+        by = e.groupby("source")["band_edge_hz"]
+        t["band_edge_median_hz"] = by.median()
+        t["band_edge_p10_hz"] = by.quantile(0.1)
+        t["below_nyquist_share"] = (e["band_edge_hz"] < 0.99 * e["sample_rate"] / 2).groupby(e["source"]).mean()
     return t.reset_index()
 
 
@@ -174,7 +175,7 @@ def harmonisation(recordings: pd.DataFrame, spec: str | float | None,
         return out
     if edges is None:
         edges = measure_band_edges(rec, progress=progress)
-    edges = edges[edges["path"].isin(set(rec["path"]))]
+    edges = edges[["path", "band_edge_hz"]].merge(rec[["path", "source"]], on="path")
     medians = edges.groupby("source")["band_edge_hz"].median()
     a, b = float(nyq.min()), float(medians.min())
     cutoff = math.floor(min(a, b))
@@ -290,10 +291,20 @@ def run_shortcuts(run_dir: str | os.PathLike, config=None, *, seed: int | None =
     """The shortcut diagnostic of one run folder; writes and returns ``shortcuts.json``.
 
     Needs the run's embeddings and, for the class side, ``probe.json`` and
-    ``probe_predictions.parquet`` (and the zero-shot ones when applicable). The source probe is
-    :func:`clapnb.probe.select_and_train` with the class probe's configuration on the same
-    splits. With a single source there is nothing to tell apart: ``applicable`` is false.
+    ``probe_predictions.parquet`` (and the zero-shot ones when applicable). Two source probes,
+    both :func:`clapnb.probe.select_and_train` with the class probe's configuration on the same
+    recording-grouped splits:
+
+    * ``source_id``: on every segment. When most classes come from one source, knowing the class
+      already gives the source away; the ``class_prior`` baseline says how far.
+    * ``source_id_within_classes``: on the classes that mix sources, thinned so that within each
+      class every source is equally frequent (:func:`balanced_rows`) in every split. The class
+      then carries no information about the source: accuracy above ``chance`` can only come from
+      the recording chain (bandwidth, level, noise floor, ...).
+
+    With a single source there is nothing to tell apart: ``applicable`` is false.
     """
+    from clapnb import metrics
     from clapnb import probe as probe_mod
     from clapnb.embeddings import load_run_embeddings
     from clapnb.segments import table_lowpass
@@ -334,34 +345,67 @@ def run_shortcuts(run_dir: str | os.PathLike, config=None, *, seed: int | None =
     index = {s: i for i, s in enumerate(sources)}
     y = seg["source"].astype(str).map(index).to_numpy()
     cls = seg["class"].astype(str).to_numpy()
+    groups = seg["group"].to_numpy()
     masks = {s: (seg["split"] == s).to_numpy() for s in SPLITS}
     empty = [s for s in ("train", "early_stop", "validation") if not masks[s].any()]
     if empty:
         raise InputError(f"{run_dir}: split(s) {', '.join(empty)} hold no segments; the source probe "
                          "needs train, early_stop and validation segments")
+    # 1. the class probe's recipe on every segment, predicting the source
     result, _ = probe_mod.select_and_train({s: (X[m], y[m]) for s, m in masks.items()}, sources, config)
     logits = result.probe.logits(X)
-    n_sources = seg.groupby("class")["source"].nunique()
-    mixed = sorted(n_sources.index[n_sources > 1])
-    groups = seg["group"].to_numpy()
-    per_split, per_split_mixed = {}, {}
-    for s, m in masks.items():
-        if not m.any():
-            continue
-        per_split[s] = _source_split_metrics(y[m], logits[m], sources, groups[m], cls[m], seed)
-        mm = m & np.isin(cls, mixed)
-        if mm.any():
-            per_split_mixed[s] = _source_split_metrics(y[mm], logits[mm], sources, groups[mm], cls[mm], seed)
+    per_split = {s: _source_split_metrics(y[m], logits[m], sources, groups[m], cls[m], seed)
+                 for s, m in masks.items() if m.any()}
     record.update({
         "config": asdict(config), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "head": f"nn.Linear({X.shape[1]}, {len(sources)}) on frozen embeddings: the class probe's recipe, "
                 "trained to predict the source",
-        "mixed_classes": mixed,
         "source_id": per_split,
-        "source_id_mixed_classes": per_split_mixed or None,
     })
+    # 2. the same within classes that mix sources, each source equally often per class: the class
+    #    then says nothing about the source, so chance is the only baseline
+    cells = seg.loc[masks["train"]].groupby("class")["source"].nunique()
+    mixed = sorted(cells.index[cells > 1])
+    record["mixed_classes"] = mixed
+    balanced = {s: balanced_rows(seg, masks[s] & np.isin(cls, mixed), seed, s) for s in SPLITS}
+    missing = [s for s in ("train", "early_stop", "validation") if not balanced[s].any()]
+    if missing:
+        record["source_id_within_classes"] = None
+        record["within_classes_reason"] = (
+            "no class has recordings from two sources in the train split" if not mixed else
+            f"the classes that mix sources ({', '.join(mixed)}) have one source only in the "
+            f"{', '.join(missing)} split(s)")
+    else:
+        inner, _ = probe_mod.select_and_train({s: (X[m], y[m]) for s, m in balanced.items()}, sources, config)
+        z = inner.probe.logits(X)
+        within = {}
+        for s, m in balanced.items():
+            if m.any():
+                k = seg.loc[m].groupby("class")["source"].transform("nunique").to_numpy()
+                within[s] = {**metrics.summary(y[m], z[m], sources, groups=groups[m], seed=seed),
+                             "chance": float(np.mean(1.0 / k)),
+                             "classes": sorted(set(cls[m]))}
+        record["source_id_within_classes"] = within
+        record["within_classes_epochs_run"] = inner.epochs_run
     io.atomic_write_json(run_dir / SHORTCUTS_JSON, record)
     return record
+
+
+def balanced_rows(seg: pd.DataFrame, mask: np.ndarray, seed: int, split: str) -> np.ndarray:
+    """``mask`` thinned so that, within every class, each source present has as many segments as
+    the rarest one (seeded pick; classes with a single source in ``mask`` are dropped)."""
+    out = np.zeros(len(seg), dtype=bool)
+    rows = seg.loc[mask, ["segment_id", "class", "source"]]
+    for cls_name, cell in rows.groupby("class", sort=True):
+        counts = cell["source"].value_counts()
+        if len(counts) < 2:
+            continue
+        m = int(counts.min())
+        for source, part in cell.groupby("source", sort=True):
+            part = part.sort_values("segment_id")
+            rng = np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in ("shortcut", split, cls_name, source))])
+            out[part.index[np.sort(rng.permutation(len(part))[:m])]] = True
+    return out
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -371,22 +415,26 @@ def _pct(x) -> str:
 
 
 def source_id_table(record: Mapping, splits: Sequence[str] = ("validation", "test")) -> pd.DataFrame:
-    """Per split: class accuracy beside the source-identification accuracy and its baselines."""
+    """Per split: class accuracy beside the source-identification accuracies and their baselines."""
     rows = []
     for s in splits:
         m = (record.get("source_id") or {}).get(s)
         if not m:
             continue
-        ci = m["accuracy_ci"]
-        mixed = (record.get("source_id_mixed_classes") or {}).get(s) or {}
+        w = (record.get("source_id_within_classes") or {}).get(s) or {}
         rows.append({
             "split": s, "class accuracy (probe)": _pct((record.get("class_accuracy") or {}).get(s)),
-            "source-id accuracy": _pct(m["accuracy"]), "95 % CI": f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]",
-            "balanced": _pct(m["balanced_accuracy"]), "chance": _pct(m["chance"]),
+            "source-id accuracy": _pct(m["accuracy"]), "95 % CI": _ci(m),
             "majority": _pct(m["majority"]), "class-only": _pct(m["class_prior"]),
-            "source-id, mixed classes": _pct(mixed.get("accuracy")),
-            "class-only, mixed classes": _pct(mixed.get("class_prior")), "n": m["n"]})
+            "balanced": _pct(m["balanced_accuracy"]), "n": m["n"],
+            "source-id within classes": _pct(w.get("accuracy")), "within 95 % CI": _ci(w),
+            "within chance": _pct(w.get("chance")), "within n": w.get("n")})
     return pd.DataFrame(rows)
+
+
+def _ci(m: Mapping) -> str:
+    ci = m.get("accuracy_ci") if m else None
+    return f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]" if ci else "n/a"
 
 
 def by_source_table(record: Mapping, split: str = "test") -> pd.DataFrame:
@@ -401,17 +449,24 @@ def by_source_table(record: Mapping, split: str = "test") -> pd.DataFrame:
 
 
 def summary_sentence(record: Mapping, split: str = "test") -> str:
-    """One line for notebooks: what the source probe found, or why it did not run."""
+    """One paragraph for notebooks: what the source probes found, or why they did not run."""
     if not record.get("applicable"):
         return f"Shortcut check skipped: {record.get('reason')}."
     m = record["source_id"].get(split)
     if not m:
         return f"Shortcut check: no {split} segments."
     excess = m["accuracy"] - max(m["majority"], m["class_prior"])
-    return (f"On the {split} split the source probe names the source of {_pct(m['accuracy'])} of the segments "
-            f"(chance {_pct(m['chance'])}, majority {_pct(m['majority'])}, knowing only the class "
-            f"{_pct(m['class_prior'])}): {_pct(abs(excess))} {'above' if excess >= 0 else 'below'} the better "
-            f"baseline. {describe_cutoff(record.get('lowpass_hz')).capitalize()}.")
+    text = (f"On the {split} split the source probe names the source of {_pct(m['accuracy'])} of the segments "
+            f"(majority {_pct(m['majority'])}, knowing only the class {_pct(m['class_prior'])}): "
+            f"{_pct(abs(excess))} {'above' if excess >= 0 else 'below'} the better baseline. ")
+    w = (record.get("source_id_within_classes") or {}).get(split)
+    if w:
+        text += (f"Within the classes that mix sources ({', '.join(w['classes'])}), with each source equally "
+                 f"frequent, it names the source of {_pct(w['accuracy'])} {_ci(w)} of {w['n']} segments "
+                 f"(chance {_pct(w['chance'])}). ")
+    elif record.get("within_classes_reason"):
+        text += f"No within-class check: {record['within_classes_reason']}. "
+    return text + f"{describe_cutoff(record.get('lowpass_hz')).capitalize()}."
 
 
 # --- the Results page ------------------------------------------------------------------------------
@@ -436,7 +491,7 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
         done = io.read_json(ldir / sweep.DONE)["row"]
         sc = io.read_json(ldir / SHORTCUTS_JSON) if (ldir / SHORTCUTS_JSON).is_file() else {}
         test = (sc.get("source_id") or {}).get("test") or {}
-        mixed = (sc.get("source_id_mixed_classes") or {}).get("test") or {}
+        within = (sc.get("source_id_within_classes") or {}).get("test") or {}
         row = {"length_s": int(done["length_s"]), "lowpass_hz": done.get("lowpass_hz"),
                "zeroshot_accuracy": done.get("zeroshot_accuracy"),
                "probe_validation_accuracy": done.get("probe_validation_accuracy"),
@@ -445,7 +500,8 @@ def collect(run_dir: str | os.PathLike) -> pd.DataFrame:
                "reason": sc.get("reason"),
                **{f"source_id_{k}": test.get(k) for k in ("accuracy", "balanced_accuracy", "chance", "majority",
                                                            "class_prior")},
-               "source_id_mixed_accuracy": mixed.get("accuracy"), "source_id_mixed_class_prior": mixed.get("class_prior")}
+               "source_id_within_accuracy": within.get("accuracy"), "source_id_within_chance": within.get("chance"),
+               "source_id_within_n": within.get("n")}
         by = ((sc.get("class_accuracy_by_source") or {}).get("probe") or {}).get("test") or {}
         for source, m in by.items():
             row[f"probe_test_accuracy::{source}"] = m["accuracy"]
@@ -473,10 +529,10 @@ def results_section(runs: Sequence[str | os.PathLike], meta: Mapping) -> str:
         "Can the embeddings tell which dataset or collection a segment comes from? The linear probe of "
         "Table 3 is trained on the same embeddings and splits to predict the *source* instead of the "
         "class (test split). *Majority* is the best constant guess, *class-only* the best guess from the "
-        "true class alone, and *mixed classes* repeats the check on the classes with recordings from "
-        "several sources, where the class gives nothing away. A source accuracy well above the baselines "
-        "means the class accuracy may partly measure the recording chain; the per-source class "
-        "accuracies show who pays for it.\n")
+        "true class alone. *Within classes* repeats the check on the classes with recordings from several "
+        "sources, each source equally frequent per class, so that the class gives nothing away and chance "
+        "is the only baseline. A source accuracy well above the baselines means the embeddings carry the "
+        "recording chain, which the class probe can use; the per-source class accuracies show who pays.\n")
     if len(labelled) > 1:
         frames = []
         for label, t in labelled:
@@ -500,10 +556,10 @@ def results_section(runs: Sequence[str | os.PathLike], meta: Mapping) -> str:
             row = {"Audio length": f"{r['length_s']} s", "Bandwidth": label,
                    "Class accuracy (probe)": _pct(r["probe_test_accuracy"]),
                    "Source-id accuracy": _pct(r["source_id_accuracy"]),
-                   "Balanced": _pct(r["source_id_balanced_accuracy"]), "Chance": _pct(r["source_id_chance"]),
                    "Majority": _pct(r["source_id_majority"]), "Class-only": _pct(r["source_id_class_prior"]),
-                   "Source-id, mixed classes": _pct(r["source_id_mixed_accuracy"]),
-                   "Class-only, mixed classes": _pct(r["source_id_mixed_class_prior"])}
+                   "Balanced": _pct(r["source_id_balanced_accuracy"]),
+                   "Source-id within classes": _pct(r["source_id_within_accuracy"]),
+                   "Chance within classes": _pct(r["source_id_within_chance"])}
             for s in sources:
                 row[f"Class accuracy on {s}"] = _pct(r.get(f"probe_test_accuracy::{s}"))
             rows.append((r["length_s"], row))

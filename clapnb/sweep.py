@@ -364,6 +364,9 @@ def length_row(ldir: str | os.PathLike) -> dict:
                 "source_id_test_balanced_accuracy": test.get("balanced_accuracy"),
                 "source_id_test_chance": test.get("chance"), "source_id_test_majority": test.get("majority"),
                 "source_id_test_class_prior": test.get("class_prior")})
+    within = (sc.get("source_id_within_classes") or {}).get("test") or {}
+    row.update({"source_id_within_test_accuracy": within.get("accuracy"),
+                "source_id_within_test_chance": within.get("chance")})
     return row
 
 

@@ -256,10 +256,11 @@ if wrong.empty:
        "Can the embeddings tell *where a recording comes from* (its dataset or collection)? The same "
        "linear probe, on the same embeddings and recording-grouped splits, is trained to predict the "
        "source instead of the class. *Majority*: the best constant guess; *class-only*: the best guess "
-       "from the true class alone (a class recorded by one source gives its source away). A source "
-       "accuracy well above both means the embeddings carry the recording chain (e.g. bandwidth), which "
-       "the class probe can exploit; *mixed classes* repeats the check on the classes that have "
-       "recordings from several sources. Below it, the class accuracy per source."),
+       "from the true class alone (a class recorded by one source gives its source away). *Within "
+       "classes*: a second source probe on the classes that have recordings from several sources, each "
+       "source equally frequent per class, so that only the recording chain (bandwidth, level, noise "
+       "floor) can tell the sources apart and chance is the baseline. Below it, the class accuracy per "
+       "source: who pays when the class probe leans on the source."),
     code('''\
 sc = shortcuts.run_shortcuts(ldir, seed=seed)   # the class probe's configuration; writes shortcuts.json
 display(Markdown(shortcuts.summary_sentence(sc, split)))
