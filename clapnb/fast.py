@@ -55,7 +55,9 @@ from clapnb.errors import InputError
 
 PRECISIONS = ("fp32", "bf16", "auto")
 #: CPU flags (``/proc/cpuinfo``) meaning native bf16 arithmetic: AVX-512 BF16, AMX (x86), BF16 (Arm).
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "bf16")
+#: Where ``/proc/cpuinfo`` is missing: torch's own CPU probes, by the flag they stand for.
+_TORCH_CPU_PROBES = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
 #: Ampere (8.0) and later compute bf16 natively; older GPUs only emulate it.
 CUDA_BF16_CAPABILITY = (8, 0)
 
@@ -91,17 +93,20 @@ class Mode:
 
 # --- choosing the precision -------------------------------------------------------------------
 
-def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU feature flags of this machine (empty where ``/proc/cpuinfo`` does not exist)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):  # x86 | Arm
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
+def cpu_flags(cpuinfo: str | os.PathLike | None = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of this machine: from ``cpuinfo``, else (no such file, or None) the
+    bf16-related ones that torch's CPU probes report."""
+    if cpuinfo is not None:
+        try:
+            with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip() in ("flags", "Features"):  # x86 | Arm
+                        return frozenset(value.split())
+        except OSError:
+            pass
+    probes = {flag: getattr(torch.cpu, fn, None) for flag, fn in _TORCH_CPU_PROBES.items()}
+    return frozenset(flag for flag, probe in probes.items() if probe is not None and probe())
 
 
 def cuda_capability() -> tuple[int, int] | None:
