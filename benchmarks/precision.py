@@ -169,7 +169,7 @@ def main() -> int:
     report(f"clapnb embedding modes: msclap 2023 audio encoder, {weights}")
     for line in machine_lines(args.device):
         report(line)
-    report(f"clips: {n_distinct} distinct, from {Path(files[0]).parent}, each repeated to {backbone.duration_s} s; "
+    report(f"clips: {n_distinct} distinct, from {os.path.commonpath(files) if len(files) > 1 else files[0]}, each repeated to {backbone.duration_s} s; "
            f"device {args.device}; best of {args.repeat} interleaved rounds; cosines over the distinct clips")
 
     modules = {v: build(v) for v in variants}
