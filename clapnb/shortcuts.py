@@ -458,7 +458,7 @@ def summary_sentence(record: Mapping, split: str = "test") -> str:
     excess = m["accuracy"] - max(m["majority"], m["class_prior"])
     text = (f"On the {split} split the source probe names the source of {_pct(m['accuracy'])} of the segments "
             f"(majority {_pct(m['majority'])}, knowing only the class {_pct(m['class_prior'])}): "
-            f"{_pct(abs(excess))} {'above' if excess >= 0 else 'below'} the better baseline. ")
+            f"{100 * abs(excess):.1f} points {'above' if excess >= 0 else 'below'} the better baseline. ")
     w = (record.get("source_id_within_classes") or {}).get(split)
     if w:
         text += (f"Within the classes that mix sources ({', '.join(w['classes'])}), with each source equally "
@@ -466,7 +466,8 @@ def summary_sentence(record: Mapping, split: str = "test") -> str:
                  f"(chance {_pct(w['chance'])}). ")
     elif record.get("within_classes_reason"):
         text += f"No within-class check: {record['within_classes_reason']}. "
-    return text + f"{describe_cutoff(record.get('lowpass_hz')).capitalize()}."
+    bandwidth = describe_cutoff(record.get("lowpass_hz"))
+    return text + bandwidth[0].upper() + bandwidth[1:] + "."
 
 
 # --- the Results page ------------------------------------------------------------------------------
