@@ -16,7 +16,8 @@ clips of ../shared/data/envsounds (44.1 kHz, so no path resamples), each repeate
 
 The four are run in interleaved rounds (--repeat, default 2) and each keeps its best round, so a
 burst of load from other processes does not decide the ratios. Prints clips/s and the ratios;
-target (c) >= 0.9 x (d). Random weights: only speed is measured.
+target (c) >= 0.9 x (d). Random weights: only speed is measured. The embedding modes (bf16,
+torch.compile) and their agreement with fp32 are measured by benchmarks/precision.py.
 """
 
 from __future__ import annotations
