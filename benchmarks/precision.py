@@ -219,7 +219,10 @@ def main() -> int:
                 report(f"batch {bs}: {LABELS[v]} skipped, {left:.0f} s left of --budget-s {args.budget_s:g}")
                 continue
             report(f"batch {bs}: {v} (compiles first; timed in rounds paired with a fresh fp32)")
-            measure(["fp32", v], bs)
+            try:
+                measure(["fp32", v], bs)
+            except Exception as exc:  # one failed compilation must not cost the rest of the table
+                report(f"{LABELS[v]:46}  FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
 
     report("")
     report("summary (each ratio against fp32 measured in the same interleaved rounds)")
