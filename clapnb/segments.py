@@ -104,7 +104,8 @@ def assign_splits(recordings: pd.DataFrame, *, seed: int = 0, counts: Sequence[i
                   split_fractions: Sequence[float] | None = None) -> pd.DataFrame:
     """Recordings that have a class, with a ``split`` column; whole groups go to one split.
 
-    Each group belongs to the class most of its recordings have (ties: taxonomy order); per class
+    Each group belongs to the class most of its recordings have (ties: the class with fewer groups,
+    then taxonomy order); per class
     its groups are shuffled (seeded) and dealt to the splits in proportion to ``split_fractions``
     (default: proportional to ``counts``).
     """
@@ -115,7 +116,10 @@ def assign_splits(recordings: pd.DataFrame, *, seed: int = 0, counts: Sequence[i
     rank = {c: i for i, c in enumerate(_class_order(rec["class"]))}
     sizes = rec.groupby(["group", "class"]).size().reset_index(name="n")
     sizes["rank"] = sizes["class"].map(rank)
-    primary = sizes.sort_values(["group", "n", "rank"], ascending=[True, False, True]).drop_duplicates("group")
+    # Ties go to the class with fewer groups: it is the one that may otherwise miss a split.
+    sizes["n_groups"] = sizes["class"].map(sizes.groupby("class")["group"].nunique())
+    primary = (sizes.sort_values(["group", "n", "n_groups", "rank"], ascending=[True, False, True, True])
+               .drop_duplicates("group"))
     split_of: dict[str, str] = {}
     for cls in _class_order(primary["class"]):
         groups = sorted(primary.loc[primary["class"] == cls, "group"])
