@@ -4,7 +4,11 @@
 #
 # For a bare machine with python3 + torch (CUDA) and no internet. Run from the repository root
 # with the ignored folders .whl/ (wheels: transformers 4.x, msclap, ...) and .gpuclips/ (16 clips
-# copied from ../shared, see its ATTRIBUTION.csv) carried along:
+# copied from ../shared, see its ATTRIBUTION.csv) carried along. Wheels that made it run on the
+# lent H100 image (Python 3.12, torch 2.11 cu130, transformers 5 preinstalled): msclap 1.3.4,
+# transformers 4.57.6, tokenizers 0.22.2, huggingface-hub 0.36.2, torchlibrosa 0.1.0, librosa
+# 0.10.2.post1, soxr, soundfile, cffi, pycparser, regex, audioread, pooch, platformdirs, decorator
+# (pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl NAME==VERSION):
 #
 #     bash benchmarks/gpu_check.sh                              # CUDA; table in $OUT/gpu_precision.txt
 #     DEVICE=cpu BATCHES=2 N=4 BUDGET=100 bash benchmarks/gpu_check.sh   # the same path on a CPU, tiny
