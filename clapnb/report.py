@@ -222,8 +222,8 @@ def results_page(results: pd.DataFrame, *, figure: str | None = None,
         ":name: table-2\n\n" + to_markdown(format_table2(table2(results))) + "\n:::\n")
     parts.append(
         f":::{{table}} Table 3: linear probe (one linear layer on the frozen embeddings, early "
-        f"stopping with patience 10) per audio length, sorted by our validation accuracy; ours ({model}) beside the paper's, "
-        "which trained it at 4 s only and reports validation accuracy.\n"
+        f"stopping with patience 10) per audio length, sorted by our validation accuracy; ours "
+        f"({model}) beside the paper's, which trained it at 4 s only and reports validation accuracy.\n"
         ":name: table-3\n\n" + to_markdown(format_table3(table3(results))) + "\n:::\n")
     if figure:
         parts.append(
@@ -261,8 +261,7 @@ def recordings_summary(recordings: pd.DataFrame) -> pd.DataFrame:
 
         single = single_source_classes(rec)
         t["single source"] = [single.get(c, "") for c in t.index]
-    order = [c for c in _slug_order(t.index)]
-    return t.loc[order].round(1)
+    return t.loc[_slug_order(t.index)].round(1)
 
 
 def _slug_order(classes) -> list[str]:
