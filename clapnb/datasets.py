@@ -8,11 +8,14 @@ reported up front with its path instead of failing deep inside embedding extract
 
 from __future__ import annotations
 
+import csv as csvlib
 import os
 import shutil
 import tarfile
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +49,8 @@ _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def default_cache_dir() -> Path:
-    import pooch
-
-    return Path(pooch.os_cache("clapnb"))
+    """Downloads and extracted archives live in clapnb's cache: ``$CLAPNB_CACHE`` or ~/.cache/clapnb."""
+    return io.cache_dir()
 
 
 # --- sources: each returns listed rows (path, label, group, fold, source, license, attribution) ---
@@ -111,22 +113,80 @@ def _is_number(x) -> bool:
     return True
 
 
-def _from_manifest(csv: Path, label_column: str, group_column: str | None,
-                   source: str | None, source_column: str | None = None) -> pd.DataFrame:
+#: Field separators a manifest may use: spreadsheets in locales with a decimal comma save ';'.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _manifest_text(csv: Path) -> tuple[str, str]:
+    """The manifest's text and encoding: UTF-8 (with or without Excel's BOM), else Windows-1252."""
+    raw = csv.read_bytes()
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace"), "cp1252"
+
+
+def detect_delimiter(text: str, expected: Sequence[str] = ("path",)) -> str:
+    """The field separator of a manifest, judged on its header line first.
+
+    The header must hold the expected column names, which settles ``path;label`` against
+    ``path,label`` even when the data rows hold decimal commas (where :class:`csv.Sniffer` alone
+    can pick the comma); without a decisive header the sniffer decides, then the comma.
+    """
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ","
+    header = lines[0]
+    scored = []
+    for d in DELIMITERS:
+        names = [c.strip() for c in next(csvlib.reader([header], delimiter=d))]
+        scored.append((sum(e in names for e in expected), len(names), d))
+    best = max(scored, key=lambda t: (t[0], t[1]))
+    if best[0] > 0 or best[1] > 1:
+        return best[2]
+    try:
+        return csvlib.Sniffer().sniff("\n".join(lines[:50]), delimiters="".join(DELIMITERS)).delimiter
+    except csvlib.Error:
+        return ","
+
+
+def read_manifest(csv: str | os.PathLike, expected: Sequence[str] = ("path",)) -> tuple[pd.DataFrame, str]:
+    """A manifest CSV as strings (empty cells NA) and the delimiter it was read with."""
+    csv = Path(csv)
+    try:
+        text, _ = _manifest_text(csv)
+        delimiter = detect_delimiter(text, expected)
+        df = pd.read_csv(StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise InputError(f"--data {csv}: cannot be read as a CSV manifest ({exc})") from exc
-    need = ["path", label_column] + [c for c in (group_column, source_column) if c]
+    df.columns = [str(c).strip() for c in df.columns]
+    return df, delimiter
+
+
+def _describe_delimiter(d: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(d, repr(d))
+
+
+def _from_manifest(csv: Path, label_column: str, group_column: str | None,
+                   source: str | None, source_column: str | None = None,
+                   path_column: str = "path") -> pd.DataFrame:
+    df, delimiter = read_manifest(csv, [path_column, label_column])
+    need = [path_column, label_column] + [c for c in (group_column, source_column) if c]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"manifest {csv} lacks the column(s) {', '.join(missing)}; it has "
-                         f"{', '.join(df.columns)}. Use --label-column (and --group-column, --source-column) to name the columns")
+                         f"{', '.join(df.columns)} (read as {_describe_delimiter(delimiter)}-separated). "
+                         "Use --path-column, --label-column (and --group-column, --source-column) to name the columns")
+    if path_column != "path":
+        if "path" in df.columns:
+            df = df.rename(columns={"path": "path (unused)"})
+        df = df.rename(columns={path_column: "path"})
     checked = [label_column, "path"] + ([source_column] if source_column else [])
     for col, rows in ((c, df.index[df[c].isna()].tolist()) for c in checked):
         if rows:
             shown = ", ".join(str(r + 2) for r in rows[:10])
-            raise InputError(f"manifest {csv}: {len(rows)} row(s) have an empty '{col}' (CSV lines {shown}"
+            name = path_column if col == "path" else col
+            raise InputError(f"manifest {csv}: {len(rows)} row(s) have an empty '{name}' (CSV lines {shown}"
                              f"{', ...' if len(rows) > 10 else ''}); fill them in or remove the rows")
     base = csv.parent
     paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in df["path"]]
@@ -345,7 +405,7 @@ def _parse_spec(data: str) -> tuple[str, str | None]:
 def load_recordings(data: str, *, label_column: str = "label", mapping=None, drop_unmapped: bool = False,
                     strict: bool = False, group_column: str | None = None, source: str | None = None,
                     cache_dir: str | os.PathLike | None = None,
-                    source_column: str | None = None) -> tuple[pd.DataFrame, dict]:
+                    source_column: str | None = None, path_column: str = "path") -> tuple[pd.DataFrame, dict]:
     """Build the recordings table from ``data`` and report what was excluded and why.
 
     ``data``: a folder with one sub-folder per label, a manifest CSV, ``esc50`` (download),
@@ -375,6 +435,8 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
             if group_column:
                 raise InputError("group_column applies to manifest CSVs only; a class folder's group "
                                  "is each file's path below the folder")
+            if path_column != "path":
+                raise InputError(f"--path-column applies to manifest CSVs only; {root} is a class folder")
             if source_column:
                 raise InputError(f"--source-column applies to manifest CSVs only; the source of the class "
                                  f"folder {root} is its name ({root.name!r}). To pool collections, list the "
@@ -382,7 +444,7 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
             listed, ignored = _from_folder(root, source)
         elif root.is_file() and root.suffix.lower() in (".csv", ".tsv", ".txt"):
             kind = "manifest"
-            listed = _from_manifest(root, label_column, group_column, source, source_column)
+            listed = _from_manifest(root, label_column, group_column, source, source_column, path_column)
         elif root.is_file():
             raise InputError(f"--data {data}: a file that is not a CSV manifest; pass a folder with one "
                              "sub-folder per label, a manifest CSV, esc50 or urbansound8k:PATH")
@@ -391,6 +453,8 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
                              "CSV, 'esc50', 'esc50:PATH' or 'urbansound8k:PATH')")
     if source and kind in ("esc50", "urbansound8k"):
         listed["source"] = source
+    if path_column != "path" and kind in ("esc50", "urbansound8k"):
+        raise InputError(f"--path-column applies to manifest CSVs only; {kind} has its own metadata")
     if source_column and kind in ("esc50", "urbansound8k"):
         raise InputError(f"--source-column applies to manifest CSVs only; {kind} recordings have the "
                          f"source {listed['source'].iloc[0]!r}")
@@ -429,3 +493,74 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
         "excluded_labels": dict(sorted(nulled.items())),
     }
     return table, report
+
+
+# --- cheap checks before any work ---
+
+def _reachable(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def missing_data(data: str, *, label_column: str = "label", path_column: str = "path",
+                 group_column: str | None = None, source_column: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> list[str]:
+    """What is missing for :func:`load_recordings` to start, found without decoding any audio.
+
+    One line per problem (empty: all there), so that a command can name every missing input at
+    once, together with missing weights, before it starts work. Files that exist but cannot be
+    decoded are not looked at here: they are excluded (and listed) later.
+    """
+    data = os.fspath(data)
+    kind, location = _parse_spec(data)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if kind == "esc50":
+        if location:
+            path = Path(location).expanduser()
+            return [] if path.exists() else [f"data: esc50:{location}: no such archive or folder (give the "
+                                             f"official {ESC50_ZIP} or its extracted ESC-50-master folder)"]
+        if (cache / ESC50_ZIP).is_file() or (cache / "ESC-50" / ".clapnb-extracted").is_file():
+            return []
+        host = ESC50_URL.split("/")[2]
+        if _reachable(host):
+            return []
+        return [f"data: ESC-50 is not in the cache ({cache / ESC50_ZIP}) and {host} cannot be reached to "
+                f"download it from {ESC50_URL}. Download it on another machine and put it at that path "
+                f"(the cache follows $CLAPNB_CACHE), or pass --data esc50:/path/to/{ESC50_ZIP}"]
+    if kind == "urbansound8k":
+        if not location:
+            return [f"data: urbansound8k needs a path (urbansound8k:PATH to UrbanSound8K.tar.gz or the "
+                    f"extracted folder; get it from {US8K_PAGE})"]
+        path = Path(location).expanduser()
+        return [] if path.exists() else [f"data: urbansound8k:{location}: no such archive or folder"]
+    root = Path(location).expanduser()
+    if root.is_dir():
+        return [] if any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) else [
+            f"data: {root} has no label sub-folders (put each label's recordings in a sub-folder named "
+            "after the label, or pass a manifest CSV)"]
+    if not root.exists():
+        return [f"data: {data}: no such file or folder (expected a class folder, a manifest CSV, 'esc50', "
+                "'esc50:PATH' or 'urbansound8k:PATH')"]
+    if root.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return [f"data: {data} is a file but not a CSV manifest"]
+    try:
+        df, delimiter = read_manifest(root, [path_column, label_column])
+    except InputError as exc:
+        return [f"data: {exc}"]
+    need = [path_column, label_column] + [c for c in (group_column, source_column) if c]
+    lacking = [c for c in need if c not in df.columns]
+    if lacking:
+        return [f"data: manifest {root} lacks the column(s) {', '.join(lacking)}; it has "
+                f"{', '.join(df.columns)} (read as {_describe_delimiter(delimiter)}-separated). Use "
+                "--path-column, --label-column (and --group-column, --source-column) to name the columns"]
+    paths = [p if os.path.isabs(p) else os.path.join(root.parent, p) for p in df[path_column].dropna()]
+    absent = [p for p in paths if not os.path.isfile(p)]
+    if paths and len(absent) == len(paths):
+        return [f"data: none of the {len(paths)} files listed in {root} (column '{path_column}') exists, "
+                f"e.g. {absent[0]}; relative paths are read from the manifest's folder"]
+    return []

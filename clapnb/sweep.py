@@ -113,6 +113,7 @@ class SweepConfig:
     probe_grid: str = ""
     lengths: str = "1-10"
     source_column: str | None = None
+    path_column: str = "path"            # manifest column of the file paths (--path-column)
     harmonise_bandwidth: str = "off"
     precision: str = "fp32"              # CLAP embedding mode (clapnb.fast): fp32 | bf16 | auto
     torch_compile: bool = False          # torch.compile the audio encoder (--compile)
@@ -202,7 +203,8 @@ def prepare_recordings(run_dir: str | os.PathLike, config: SweepConfig) -> pd.Da
         return pd.read_parquet(path)
     table, report = datasets.load_recordings(
         config.data, label_column=config.label_column, mapping=config.mapping,
-        drop_unmapped=config.drop_unmapped, source_column=config.source_column)
+        drop_unmapped=config.drop_unmapped, source_column=config.source_column,
+        path_column=config.path_column)
     io.atomic_write_json(run_dir / "recordings.json", report)
     io.atomic_write_parquet(path, table)
     return table

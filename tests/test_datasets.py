@@ -256,3 +256,54 @@ def test_manifest_fold_must_be_whole(tmp_path, subset):
     rows.assign(fold=["1", "first"]).to_csv(m, index=False)
     with pytest.raises(InputError, match="'fold' must hold whole numbers, found 'first'"):
         datasets.load_recordings(str(m), label_column="original_label")
+
+
+def test_semicolon_manifest_with_a_custom_path_column(tmp_path, subset):
+    """A European spreadsheet's export: ';' separators, decimal commas, a BOM, the paths in 'Datei'."""
+    m = tmp_path / "m.csv"
+    rows = subset[["path", "original_label", "duration_s"]].rename(columns={"path": "Datei"})
+    rows = rows.assign(duration_s=[f"{v:.2f}".replace(".", ",") for v in rows["duration_s"]])
+    m.write_text(rows.to_csv(index=False, sep=";"), encoding="utf-8-sig")
+    table, report = datasets.load_recordings(str(m), label_column="original_label", path_column="Datei")
+    assert report["excluded"] == [] and table["path"].tolist() == sorted(subset["path"])
+    assert table["label"].tolist() == subset.set_index("path").loc[table["path"], "original_label"].tolist()
+    assert datasets.missing_data(str(m), label_column="original_label", path_column="Datei") == []
+
+    tabbed = tmp_path / "t.tsv"
+    tabbed.write_text(subset[["path", "original_label"]].to_csv(index=False, sep="\t"), encoding="utf-8")
+    same, _ = datasets.load_recordings(str(tabbed), label_column="original_label")
+    pd.testing.assert_frame_equal(same, table)
+
+    with pytest.raises(InputError, match=r"lacks the column\(s\) path; it has Datei, original_label, "
+                                         r"duration_s \(read as semicolon-separated\).*--path-column"):
+        datasets.load_recordings(str(m), label_column="original_label")
+
+
+def test_detect_delimiter_trusts_the_header_over_decimal_commas():
+    text = "path;label;gain\na.wav;dog;1,5\nb.wav;cat;2,5\n"
+    assert datasets.detect_delimiter(text, ["path", "label"]) == ";"
+    assert datasets.detect_delimiter("path,label\na.wav,dog\n", ["path"]) == ","
+    assert datasets.detect_delimiter("file|label\na.wav|dog\n", ["path"]) == "|"  # no expected name: most fields
+
+
+def test_missing_data_names_the_problem_without_reading_audio(tmp_path, subset, monkeypatch):
+    m = tmp_path / "m.csv"
+    subset[["path", "original_label"]].assign(path=[str(tmp_path / f"gone{i}.wav") for i in range(len(subset))]
+                                              ).to_csv(m, index=False)
+    [msg] = datasets.missing_data(str(m), label_column="original_label")
+    assert f"none of the {len(subset)} files listed in {m}" in msg and "gone0.wav" in msg
+    assert "no such file or folder" in datasets.missing_data(str(tmp_path / "nope.csv"))[0]
+    [msg] = datasets.missing_data(str(m), label_column="label")
+    assert "lacks the column(s) label" in msg
+
+
+def test_esc50_cache_follows_clapnb_cache(tmp_path, envsounds, monkeypatch):
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "mycache"))
+    assert datasets.default_cache_dir() == tmp_path / "mycache"
+    zpath = _fake_esc50(tmp_path, envsounds)
+    (tmp_path / "mycache").mkdir()
+    shutil.copy(zpath, tmp_path / "mycache" / datasets.ESC50_ZIP)
+    monkeypatch.setenv("CLAPNB_ESC50_SHA256", _sha(zpath))
+    assert datasets.missing_data("esc50") == []  # in the cache: nothing to download
+    table, report = datasets.load_recordings("esc50")
+    assert len(table) == 5 and report["root"].startswith(str(tmp_path / "mycache"))

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from clapnb.errors import InputError
 
 BACKBONES = ("msclap-2023", "msclap-2022", "mfcc", "gfcc")
 
@@ -67,13 +66,16 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from clapnb import agreement, backbones, embeddings, io
+    from clapnb import agreement, backbones, embeddings, inputs, io
 
     seg_path = Path(args.segments)
+    problems = inputs.backbone_problems(args.backbone, args.weights)
     if seg_path.name != "segments.parquet" or not seg_path.is_file():
-        raise InputError(f"--segments {seg_path}: expected an existing DIR/segments.parquet "
-                         "(build it with `clapnb segments`)")
-    backbones.check_backbone_available(args.backbone, args.weights)
+        problems.append(f"segments: --segments {seg_path}: expected an existing DIR/segments.parquet "
+                        "(build it with `clapnb segments`)")
+    else:
+        problems += inputs.audio_problems(pd.read_parquet(seg_path, columns=["path"])["path"], str(seg_path))
+    inputs.raise_if_missing(problems)  # weights, segments and their audio named together
     backbone = backbones.load_backbone(args.backbone, weights=args.weights, device=args.device,
                                        policy=args.policy, batch_size=args.batch_size,
                                        precision=args.precision, compile=args.compile)

@@ -20,11 +20,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import backbones, book, sweep
+    from clapnb import book, inputs, sweep
 
-    backbones.check_backbone_available("msclap-2023", args.weights)
-    outcomes = sweep.run_variants(config_from_args(args, backbone="msclap-2023", lengths="1-10"), args.out,
-                                  args.harmonise_bandwidth, jobs=args.jobs)
+    config = config_from_args(args, backbone="msclap-2023", lengths="1-10")
+    inputs.check_run_inputs(config.resolved())  # data and weights together, before any work
+    outcomes = sweep.run_variants(config, args.out, args.harmonise_bandwidth, jobs=args.jobs)
     for outcome in outcomes:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                    help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
                         "'esc50:PATH' or 'urbansound8k:PATH' (archive or extracted folder)")
     p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
+    p.add_argument("--path-column", default="path",
+                   help="column of a manifest CSV holding each file's path, absolute or relative to the "
+                        "manifest (default: path); comma, semicolon, tab or pipe separators are detected")
     p.add_argument("--group-column", default=None,
                    help="manifest column naming the source recording (default: group, else freesound_id, else the file)")
     p.add_argument("--source-column", default=None,
@@ -48,19 +51,22 @@ def register(subparsers) -> None:
     p.add_argument("--snr-db", type=float, default=20.0, help="SNR of the Gaussian noise of augmented copies (default 20)")
     p.add_argument("--drop-empty-classes", action="store_true",
                    help="leave out classes without audio in some split instead of failing")
-    p.add_argument("--cache-dir", default=None, help="where downloads and extracted archives go (default: pooch cache)")
+    p.add_argument("--cache-dir", default=None, help="where downloads and extracted archives go (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import datasets, segments, shortcuts
+    from clapnb import datasets, inputs, segments, shortcuts
 
     t0 = time.perf_counter()
     harmonise = shortcuts.canonical_harmonise(args.harmonise_bandwidth)  # fail before reading any file
+    inputs.check_inputs(data=args.data, label_column=args.label_column, path_column=args.path_column,
+                        group_column=args.group_column, source_column=args.source_column,
+                        cache_dir=args.cache_dir)
     recordings, report = datasets.load_recordings(
         args.data, label_column=args.label_column, mapping=args.mapping, drop_unmapped=args.drop_unmapped,
         strict=args.strict, group_column=args.group_column, cache_dir=args.cache_dir,
-        source_column=args.source_column)
+        source_column=args.source_column, path_column=args.path_column)
     for e in report["excluded"][:5]:
         print(f"excluded: {e['reason']}")
     if len(report["excluded"]) > 5:
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         "inputs": {k: report[k] for k in ("data", "kind", "root", "mapping", "n_listed", "n_recordings",
                                           "n_in_classes", "excluded", "ignored", "unmapped_labels",
                                           "excluded_labels")} | {"label_column": args.label_column,
-                                                                 "source_column": args.source_column},
+                                                                 "source_column": args.source_column,
+                                                                 "path_column": args.path_column},
         "parameters": {"length_s": args.length, "counts": dict(zip(segments.SPLITS, args.counts)),
                        "seed": args.seed, "hop_s": args.hop, "snr_db": args.snr_db,
                        "drop_empty_classes": args.drop_empty_classes, "strict": args.strict,

@@ -15,6 +15,10 @@ def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, b
                    help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
                         "'esc50:PATH', 'urbansound8k:PATH', or 'auto' (../shared/data/envsounds if present)")
     p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
+    p.add_argument("--path-column", default="path",
+                   help="column of a manifest CSV holding each file's path, absolute or relative to the "
+                        "manifest (default: path). Comma-, semicolon-, tab- or pipe-separated manifests are "
+                        "all read (the header decides)")
     p.add_argument("--source-column", default=None,
                    help="manifest column naming each file's source (default: source, else source_dataset)")
     p.add_argument("--harmonise-bandwidth", default="off", metavar="off|auto|HZ[,...]",
@@ -57,7 +61,7 @@ def config_from_args(args: argparse.Namespace, **overrides):
               "policy": args.policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
               "device": args.device, "probe_grid": args.probe_grid,
               "lengths": getattr(args, "lengths", "1-10"), "source_column": args.source_column,
-              "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0],
+              "path_column": args.path_column, "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0],
               "precision": args.precision, "torch_compile": args.compile,
               "agreement_threshold": args.agreement_threshold, "warn_low_agreement": args.warn_low_agreement}
     return SweepConfig(**{**values, **overrides})
@@ -84,9 +88,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import sweep
+    from clapnb import inputs, sweep
 
-    outcomes = sweep.run_variants(config_from_args(args), args.out, args.harmonise_bandwidth, jobs=args.jobs)
+    config = config_from_args(args)
+    inputs.check_run_inputs(config.resolved())  # data and weights together, before any work
+    outcomes = sweep.run_variants(config, args.out, args.harmonise_bandwidth, jobs=args.jobs)
     for outcome in outcomes:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)
