@@ -508,7 +508,12 @@ def _load_clap(name: str, weights, device: str, policy: str, batch_size: int | N
     CLAP = import_msclap()
     version = name.split("-", 1)[1]
     try:
-        wrapper = CLAP(model_fp=avail.weights, version=version, use_cuda=device == "cuda")
+        with warnings.catch_warnings():
+            # HTSAT's window attention calls torch.meshgrid without indexing= while it is built; the
+            # warning is torch's note to msclap's authors and otherwise lands on every zero-shot page.
+            warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release",
+                                    category=UserWarning)
+            wrapper = CLAP(model_fp=avail.weights, version=version, use_cuda=device == "cuda")
     except RuntimeError as exc:
         raise CheckpointError(f"{avail.weights}: msclap could not load it into the {name} model: "
                               f"{str(exc)[:1500]}") from exc

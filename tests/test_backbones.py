@@ -137,6 +137,19 @@ def test_msclap_import_leaves_warning_filters_alone():
     assert out.stdout.split() == ["True", "True"]
 
 
+def test_loading_clap_shows_no_torch_meshgrid_warning_but_others_still(standin_dir):
+    # The warning landed on every zero-shot page of the book; only that one is silenced, only there.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backbones.load_backbone("msclap-2023", device="cpu", batch_size=4)
+        warnings.warn("a later warning", UserWarning)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "meshgrid" in t], texts
+    assert "a later warning" in texts
+
+
 # --- bad weights ----------------------------------------------------------------------------
 
 def test_missing_files_offline_name_every_file_and_url(tmp_path, monkeypatch):
