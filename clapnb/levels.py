@@ -634,13 +634,16 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                             residual=res if res is not None else 90)
     n_other = 0 if events is None else len(events) - len(m.events)
 
-    csv = table.copy()
-    for c in ("start_time", "end_time"):
-        if c in csv:
-            csv[c] = csv[c].map(lambda t: "" if pd.isna(t) else t.isoformat())
-    io.atomic_write_text(out / "levels.csv", csv.to_csv(index=False, float_format="%.3f"))
+    def iso(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        for c in ("start_time", "end_time", "interval_start"):
+            if c in df:
+                df[c] = df[c].map(lambda t: "" if pd.isna(t) else pd.Timestamp(t).isoformat())
+        return df
+
+    io.atomic_write_text(out / "levels.csv", iso(table).to_csv(index=False, float_format="%.3f"))
     io.atomic_write_parquet(out / "levels.parquet", table)
-    io.atomic_write_text(out / "events_levels.csv", ev_table.to_csv(index=False, float_format="%.3f"))
+    io.atomic_write_text(out / "events_levels.csv", iso(ev_table).to_csv(index=False, float_format="%.3f"))
     fs = infos[0][1]
     unit = calibration.unit
     check = wmod.class1_check(weighting, fs)

@@ -280,3 +280,67 @@ def test_laf_history_plot_shades_excluded_spans(tmp_path):
     ax = fig.axes[0]
     assert len(ax.patches) == 1  # one shaded (excluded) span, the voices event only marked
     assert len(ax.lines) == 4    # LAF, onset markers, LAeq steps with and without exclusions
+
+
+# --- composed scenes (real clips over noise, clapnb.scene) ------------------------------------------
+
+def _scene_clips(envsounds, envsounds_meta):
+    from conftest import small_manifest
+
+    m = small_manifest(envsounds_meta, envsounds, 2, ["siren", "dog"])
+    return m.assign(**{"class": m["original_label"].map({"siren": "sirens_alarms", "dog": "dogs"})})
+
+
+def test_detected_vs_reference_exclusion_error_on_a_composed_scene(envsounds, envsounds_meta, tmp_path):
+    from clapnb import scene
+
+    cfg = scene.SceneConfig(duration_s=30.0, n_events=3, snr_db=(10.0, 20.0), sample_rate=FS, seed=5)
+    truth = scene.compose_scenes(_scene_clips(envsounds, envsounds_meta), tmp_path, cfg)
+    path = truth["file"].iloc[0]
+    same = levels.measure([path], exclusions={"detected": truth, "reference": truth})
+    err = levels.exclusion_error(same, 10.0)
+    assert np.all(err["LAeq_error_dB"] == 0) and np.all(err["LA90_error_dB"] == 0)
+    # a detector that misses the first event and ends the others 0.5 s early
+    det = truth.iloc[1:].assign(offset_s=lambda d: d["offset_s"] - 0.5)
+    m = levels.measure([path], exclusions={"detected": det, "reference": truth})
+    err = levels.exclusion_error(m, 10.0)
+    x, sr = sf.read(path, dtype="float64")
+    y = sosfilt(weighting.design_sos("A", sr), x) ** 2
+
+    def leq(spans, a, b):
+        keep = np.zeros(len(y), bool)
+        keep[a:b] = True
+        for on, off in spans:
+            keep[round(on * sr):round(off * sr)] = False
+        return 10 * np.log10(y[keep].mean())
+
+    for k, row in err[err["scope"] == "interval"].reset_index(drop=True).iterrows():
+        a, b = k * 10 * sr, (k + 1) * 10 * sr
+        hand = (leq(det[["onset_s", "offset_s"]].to_numpy(), a, b) -
+                leq(truth[["onset_s", "offset_s"]].to_numpy(), a, b))
+        assert abs(row["LAeq_error_dB"] - hand) < 1e-6
+    missed = int(truth["onset_s"].iloc[0] // 10)
+    assert err.loc[missed, "LAeq_error_dB"] > 1.0  # the missed event stays in the detected-excluded level
+
+
+def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_path):
+    from clapnb import scene
+
+    cfg = scene.SceneConfig(duration_s=20.0, n_events=1, sample_rate=FS, seed=6)
+    truth = scene.compose_scenes(_scene_clips(envsounds, envsounds_meta), tmp_path, cfg, n_scenes=2,
+                                 start_time=pd.Timestamp("2024-05-01 12:00:05"))
+    files = sorted(truth["file"].unique())
+    rc = main(["levels", "--audio", *files, "--events", str(tmp_path / "truth.csv"), "--exclude", "all",
+               "--interval", "10", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    t = pd.read_csv(tmp_path / "out" / "levels.csv")
+    iv = t[t["scope"] == "interval"].reset_index(drop=True)
+    assert iv["start_time"].tolist()[:2] == ["2024-05-01T12:00:00", "2024-05-01T12:00:10"]
+    assert abs(iv["duration_s"].iloc[0] - 5.0) < 1e-9  # the recording starts 5 s into the first interval
+    spanning = iv[iv["start_time"] == "2024-05-01T12:00:20"].iloc[0]
+    assert spanning["file"] == ", ".join(files) and abs(spanning["duration_s"] - 10.0) < 1e-9
+    y = np.concatenate([sosfilt(weighting.design_sos("A", FS), sf.read(f, dtype="float64")[0]) ** 2 for f in files])
+    total = pd.read_parquet(tmp_path / "out" / "levels.parquet").query("scope == 'total'").iloc[0]
+    assert abs(total["LAeq_dBFS"] - 10 * np.log10(y.mean())) < 1e-6
+    ev = pd.read_csv(tmp_path / "out" / "events_levels.csv")
+    assert len(ev) == 2 and ev["start_time"].str.startswith("2024-05-01T12:00").all()
