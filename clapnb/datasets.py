@@ -564,3 +564,38 @@ def missing_data(data: str, *, label_column: str = "label", path_column: str = "
         return [f"data: none of the {len(paths)} files listed in {root} (column '{path_column}') exists, "
                 f"e.g. {absent[0]}; relative paths are read from the manifest's folder"]
     return []
+
+
+def load_background(spec: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Recordings of the ``background`` class: the site's residual sound (detection's non-event class).
+
+    ``spec``: a folder (every audio file below it, recursively) or a manifest CSV (``path`` column,
+    optional ``group``). Group = ``background:<file stem below the folder>`` (or the manifest's
+    ``group``), so splits never share a background recording. Same columns as
+    :func:`load_recordings`; unreadable files are excluded and listed in the report.
+    """
+    from clapnb.taxonomy import BACKGROUND
+
+    root = Path(spec).expanduser()
+    if root.is_dir():
+        paths = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES
+                       and not f.name.startswith("."))
+        groups = [f"{BACKGROUND}:{p.relative_to(root).with_suffix('').as_posix()}" for p in paths]
+    elif root.is_file():
+        df, _ = read_manifest(root, ["path"])
+        if "path" not in df.columns:
+            raise InputError(f"--background {spec}: the manifest needs a 'path' column (has {', '.join(df.columns)})")
+        paths = [p if os.path.isabs(p) else os.path.join(root.parent, p) for p in df["path"].astype(str)]
+        groups = ([f"{BACKGROUND}:{g}" for g in df["group"].astype(str)] if "group" in df.columns
+                  else [f"{BACKGROUND}:{Path(p).with_suffix('').as_posix()}" for p in df["path"].astype(str)])
+    else:
+        raise InputError(f"--background {spec}: no such folder or manifest")
+    if not paths:
+        raise InputError(f"--background {spec}: no audio files found")
+    listed = _listed(paths, [BACKGROUND] * len(paths), groups, pd.NA, BACKGROUND)
+    listed["class"] = BACKGROUND
+    listed["approximate"] = False
+    table, excluded = _inspect_all(listed)
+    table = table[COLUMNS].sort_values("path", kind="mergesort").reset_index(drop=True)
+    return table, {"background": os.fspath(spec), "n_listed": len(listed), "n_recordings": len(table),
+                   "excluded": excluded}

@@ -105,7 +105,8 @@ def read_audacity(path: str | os.PathLike, file: str | None = None) -> pd.DataFr
         except ValueError:
             raise InputError(f"{p} line {n}: onset/offset are not numbers: {line!r}") from None
         rows.append({"onset_s": onset, "offset_s": offset, "class": parts[2].strip() if len(parts) > 2 else ""})
-    df = pd.DataFrame(rows, columns=["onset_s", "offset_s", "class"])
+    df = pd.DataFrame(rows, columns=["onset_s", "offset_s", "class"]).astype({"onset_s": float, "offset_s": float,
+                                                                              "class": object})
     df.insert(0, "file", file if file is not None else str(p.with_suffix("")))
     return df
 

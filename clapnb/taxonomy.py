@@ -54,6 +54,9 @@ CLASSES: tuple[SoundClass, ...] = (
 
 BY_SLUG: dict[str, SoundClass] = {c.slug: c for c in CLASSES}
 SLUGS: tuple[str, ...] = tuple(c.slug for c in CLASSES)
+#: The site's residual sound (``--background``): a probe class, never a detected event, reported
+#: apart from the 21 classes.
+BACKGROUND = "background"
 
 #: Built-in mapping names and their files under ``clapnb/mappings``.
 BUILTIN_MAPPINGS = {"esc50": "esc50.yaml", "urbansound8k": "urbansound8k.yaml"}

@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                    help="label mapping: built-in name (esc50, urbansound8k, default) or a YAML file")
     p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
     p.add_argument("--strict", action="store_true", help="fail on unreadable/empty/NaN files instead of skipping them")
+    p.add_argument("--background", default=None, metavar="PATH",
+                   help="folder or manifest of the site's residual sound (no spurious events): adds a "
+                        "'background' class, trained like the others, never reported as an event by 'clapnb detect'")
     p.add_argument("--length", type=float, required=True, help="segment length L in seconds (e.g. 1..10)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -73,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"excluded: ... {len(report['excluded']) - 5} more (listed in dataset.json)")
     if report["unmapped_labels"]:
         print(f"unmapped labels left out: {', '.join(report['unmapped_labels'])}")
+    if args.background:
+        import pandas as pd
+
+        background, bg_report = datasets.load_background(args.background)
+        for e in bg_report["excluded"][:5]:
+            print(f"excluded (background): {e['reason']}")
+        recordings = pd.concat([recordings, background], ignore_index=True)
+        report["excluded"] = report["excluded"] + bg_report["excluded"]
+        print(f"background: {len(background)} recording(s) from {args.background} (class 'background')")
     if recordings["class"].notna().sum() == 0:
         raise InputError(f"--data {args.data}: no readable recording has a class")
 
@@ -96,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         "parameters": {"length_s": args.length, "counts": dict(zip(segments.SPLITS, args.counts)),
                        "seed": args.seed, "hop_s": args.hop, "snr_db": args.snr_db,
                        "drop_empty_classes": args.drop_empty_classes, "strict": args.strict,
-                       "drop_unmapped": args.drop_unmapped, "harmonise_bandwidth": harmonise},
+                       "drop_unmapped": args.drop_unmapped, "harmonise_bandwidth": harmonise,
+                       "background": args.background},
         "harmonisation": bandwidth,
         "dropped_classes": dropped,
         "recordings_per_split": by_class,

@@ -1,0 +1,217 @@
+"""clapnb detect on scenes composed from held-out real clips; post-processing by hand; resume; bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from clapnb import detect, events, scene
+from clapnb.cli import main
+
+LABELS = ["siren", "dog", "helicopter", "crickets"]  # ESC-50 only
+
+
+@pytest.fixture(scope="module")
+def setup(envsounds, envsounds_meta, tmp_path_factory):
+    """MFCC probe (4 classes + background) on 10 recordings per class; scenes from the *other* recordings."""
+    out = tmp_path_factory.mktemp("detect")
+    d = envsounds_meta[envsounds_meta["original_label"].isin(LABELS)]
+    d = d.drop_duplicates(["original_label", "freesound_id"]).sort_values("path").copy()
+    d["path"] = [str(envsounds / p) for p in d["path"]]
+    for_probe = d.groupby("original_label").head(10)
+    held_out = d.drop(for_probe.index)
+    assert set(for_probe["freesound_id"]).isdisjoint(held_out["freesound_id"])
+    for_probe.to_csv(out / "probe.csv", index=False)
+    held_out[held_out["original_label"] == "siren"].to_csv(out / "sirens.csv", index=False)
+    bg = out / "site"
+    bg.mkdir()
+    for k, db in enumerate(np.linspace(-50, -30, 8)):  # the "site": pink noise at several levels
+        sf.write(bg / f"site_{k}.wav", scene.noise(44100 * 10, "pink", float(db), 100 + k), 44100)
+    run = out / "L02"
+    assert main(["segments", "--data", str(out / "probe.csv"), "--label-column", "original_label",
+                 "--background", str(bg), "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
+    assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "mfcc",
+                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+    assert main(["probe", "--run", str(run)]) == 0
+    # a loud (30 dB), long (20 s, tiled) siren in a quiet pink-noise background (scene seeds differ from the site's)
+    assert main(["scene", "--events", str(out / "sirens.csv"), "--label-column", "original_label", "--duration", "60",
+                 "--n-events", "1", "--snr", "30", "--event-duration", "20", "--n-scenes", "2", "--seed", "1",
+                 "--out", str(out / "scenes")]) == 0
+    return {"out": out, "probe": run / "probe.pt", "scenes": out / "scenes", "cache": out / "cache"}
+
+
+def _detect(setup, out, *extra, inputs=None):
+    return main(["detect", "--probe", str(setup["probe"]), "--out", str(out), "--cache", str(setup["cache"]),
+                 "--no-progress", "--threshold", "0.4", "--merge-gap", "2", "--min-duration", "3", *extra,
+                 *(inputs or [str(setup["scenes"])])])
+
+
+def test_probe_has_a_background_class_reported_apart(setup):
+    record = json.loads((setup["probe"].parent / "probe.json").read_text())
+    assert record["classes"][-1] == "background"
+    assert record["background"]["test"]["n_background"] == 4 and record["background"]["test"]["n_events"] == 16
+
+
+def test_loud_long_event_found_with_the_right_times_and_exports_agree(setup):
+    out = setup["out"] / "det"
+    assert _detect(setup, out) == 0
+    truth = pd.read_csv(setup["scenes"] / "truth.csv")
+    ev = events.read_events(out / "events.csv")
+    assert "background" not in set(ev["class"])
+    first = truth.iloc[0]
+    hits = ev[(ev["file"] == first["file"]) & (ev["class"] == "sirens_alarms")]
+    # measured: 36.0-57.0 s for a siren at 36.2-56.2 s (1-s grid, 2-s windows)
+    assert len(hits) == 1
+    assert abs(hits["onset_s"].iloc[0] - first["onset_s"]) <= 1.5
+    assert abs(hits["offset_s"].iloc[0] - first["offset_s"]) <= 1.5
+    assert 0.4 <= hits["score"].iloc[0] <= 1
+    # every export says the same
+    pd.testing.assert_frame_equal(ev, events.read_events(out / "events.parquet"))
+    rec = json.loads((out / "detect.json").read_text())
+    for f, rel in rec["outputs"]["audacity"].items():
+        back = events.read_audacity(out / rel, file=f)
+        np.testing.assert_allclose(back[["onset_s", "offset_s"]], ev[ev["file"] == f][["onset_s", "offset_s"]], atol=1e-6)
+        assert back["class"].tolist() == ev[ev["file"] == f]["class"].tolist()
+    raven = events.read_raven(out / "raven_selections.txt", folder=setup["scenes"])
+    np.testing.assert_allclose(raven[["onset_s", "offset_s"]], ev[["onset_s", "offset_s"]], atol=1e-5)
+    assert [str(p) for p in raven["file"]] == ev["file"].tolist()
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert list(scores.columns) == ["file", "onset_s", "offset_s", *rec["probe"]["classes"]]
+    assert len(scores) == 120 and np.allclose(scores[rec["probe"]["classes"]].sum(axis=1), 1.0)
+    p = rec["parameters"]
+    assert (p["hop_s"], p["grid_s"], p["threshold"], p["merge_gap_s"], p["aggregate"]) == (1.0, 1.0, 0.4, 2.0, "mean")
+    assert rec["background"]["in_probe"] and rec["random_weights"] is False and rec["mode"] == "fp32"
+    assert [f["status"] for f in rec["files"]] == ["done", "done"]
+
+
+class Interrupting:
+    """The real backbone, killed (KeyboardInterrupt) after ``calls`` forward passes: a crash mid-run."""
+
+    def __init__(self, inner, calls):
+        self.inner, self.calls = inner, calls
+        self.seen = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_audio(self, waves):
+        self.seen += 1
+        if self.seen > self.calls:
+            raise KeyboardInterrupt
+        return self.inner.embed_audio(waves)
+
+
+def test_interrupted_run_resumes_to_identical_outputs_without_reembedding(setup, tmp_path):
+    from clapnb.backbones import load_backbone
+
+    cache = tmp_path / "cache"
+    post = detect.PostConfig(threshold=0.4, merge_gap_s=2.0, min_duration_s=3.0)
+    files = sorted(str(p) for p in setup["scenes"].glob("*.wav"))
+    ref = detect.detect_files(setup["probe"], files, tmp_path / "ref", post=post, cache_dir=tmp_path / "refcache",
+                              backbone=load_backbone("mfcc"), batch_size=8)
+    crashing = Interrupting(load_backbone("mfcc"), calls=10)  # 59 windows per file, 8 per batch: dies in file 2
+    with pytest.raises(KeyboardInterrupt):
+        detect.detect_files(setup["probe"], files, tmp_path / "run", post=post, cache_dir=cache, backbone=crashing,
+                            batch_size=8)
+    assert len(list((tmp_path / "run" / "files").glob("*.parquet"))) == 1  # file 1 finished and kept
+    counting = Interrupting(load_backbone("mfcc"), calls=10 ** 6)
+    again = detect.detect_files(setup["probe"], files, tmp_path / "run", post=post, cache_dir=cache,
+                                backbone=counting, batch_size=8)
+    st = again.record["files"]
+    assert st[0]["status"] == "reused" and st[1]["status"] == "done"
+    assert 0 < st[1]["n_cached"] < st[1]["n_windows"]  # windows embedded before the crash were kept
+    assert counting.seen == int(np.ceil(st[1]["n_computed"] / 8))
+    for name in ("events.csv", "events.parquet", "scores.parquet", "raven_selections.txt"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    # a new threshold on the same folder: nothing embedded, only post-processing
+    counting.seen = 0
+    stricter = detect.detect_files(setup["probe"], files, tmp_path / "run", post=detect.PostConfig(threshold=0.9),
+                                   cache_dir=cache, backbone=counting)
+    assert counting.seen == 0 and len(stricter.events) <= len(again.events)
+    # a fresh output folder (e.g. a retrained probe) reads every window from the cache
+    detect.detect_files(setup["probe"], files, tmp_path / "fresh", post=post, cache_dir=cache, backbone=counting)
+    assert counting.seen == 0
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_goes_on(setup, tmp_path, capsys):
+    good = sorted(setup["scenes"].glob("*.wav"))[0]
+    x, sr = sf.read(good, dtype="float32")
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / "stereo48k_24bit.wav", np.stack([x[:sr * 12], x[:sr * 12]], axis=1), sr, subtype="PCM_24")
+    import soxr
+
+    sf.write(d / "rate48k.wav", soxr.resample(x[:sr * 10], sr, 48000), 48000, subtype="PCM_24")
+    sf.write(d / "rate8k.wav", soxr.resample(x[:sr * 10], sr, 8000), 8000)
+    (d / "empty.wav").write_bytes(b"")
+    sf.write(d / "short.wav", x[:sr], sr)
+    sf.write(d / "corrupt.flac", x[:sr * 10], sr)
+    raw = bytearray((d / "corrupt.flac").read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 4000] = np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    (d / "corrupt.flac").write_bytes(bytes(raw))
+    (d / "notes.txt").write_text("not audio")
+    out = tmp_path / "det"
+    assert _detect(setup, out, inputs=[str(d)]) == 1  # some skipped
+    text = capsys.readouterr().out
+    assert "3 of 6 file(s) analysed, 3 skipped" in text
+    rec = json.loads((out / "detect.json").read_text())
+    status = {f["file"].split("/")[-1]: f for f in rec["files"]}
+    assert {k for k, f in status.items() if f["status"] == "done"} == {"stereo48k_24bit.wav", "rate48k.wav", "rate8k.wav"}
+    assert "empty" in status["empty.wav"]["reason"] and "shorter than one 2-s window" in status["short.wav"]["reason"]
+    assert "corrupt.flac" in status["corrupt.flac"]["reason"]
+    assert status["stereo48k_24bit.wav"]["channels"] == 2 and status["rate8k.wav"]["sample_rate"] == 8000
+    assert main(["detect", "--probe", str(setup["probe"]), "--out", str(tmp_path / "bad"), "--no-progress",
+                 "--cache", str(setup["cache"]), str(d / "empty.wav")]) == 2
+    assert main(["detect", "--probe", str(setup["probe"]), "--out", str(tmp_path / "bad"), "--no-progress",
+                 "--hop", "5", str(good)]) == 2
+
+
+def test_start_time_from_name_gives_clock_times(setup, tmp_path):
+    src = sorted(setup["scenes"].glob("*.wav"))[0]
+    named = tmp_path / "SITE_20240501_120000.wav"
+    shutil.copy(src, named)
+    out = tmp_path / "det"
+    assert _detect(setup, out, "--start-time-from-name", "%Y%m%d_%H%M%S", inputs=[str(named)]) == 0
+    ev = events.read_events(out / "events.parquet")
+    assert len(ev) and (ev["start_time"] == pd.Timestamp("2024-05-01 12:00:00") + pd.to_timedelta(ev["onset_s"], "s")).all()
+    assert (ev["end_time"] - ev["start_time"]).dt.total_seconds().round(6).tolist() == (ev["offset_s"] - ev["onset_s"]).round(6).tolist()
+
+
+# --- the timeline and post-processing, by hand -------------------------------------------------------
+
+def test_timeline_mean_and_max_by_hand():
+    w = pd.DataFrame({"start_s": [0.0, 1.0, 2.0], "end_s": [2.0, 3.0, 4.0]})
+    p = np.array([[0.2, 0.8], [0.6, 0.4], [1.0, 0.0]])
+    cells, mean = detect.timeline(w, p, 4.0, 1.0, "mean")
+    assert cells.tolist() == [[0, 1], [1, 2], [2, 3], [3, 4]]
+    np.testing.assert_allclose(mean[:, 0], [0.2, 0.4, 0.8, 1.0])
+    _, mx = detect.timeline(w, p, 4.0, 1.0, "max")
+    np.testing.assert_allclose(mx[:, 1], [0.8, 0.8, 0.4, 0.0])
+
+
+def test_post_processing_by_hand():
+    cells = np.stack([np.arange(12.0), np.arange(12.0) + 1], axis=1)
+    a = np.array([0, .9, .9, 0, .8, .8, .8, 0, 0, 0, .7, 0])  # class a: runs [1,3), [4,7), [10,11)
+    s = np.stack([a, 1 - a], axis=1)
+    plain = detect.events_from_scores(cells, s, ["a", "background"], detect.PostConfig(threshold=0.5), 12.0)
+    assert plain[["onset_s", "offset_s"]].values.tolist() == [[1, 3], [4, 7], [10, 11]]
+    assert plain["score"].round(6).tolist() == [0.9, 0.8, 0.7] and set(plain["class"]) == {"a"}
+    merged = detect.events_from_scores(cells, s, ["a", "background"],
+                                       detect.PostConfig(threshold=0.5, merge_gap_s=1, min_duration_s=2), 12.0)
+    assert merged[["onset_s", "offset_s"]].values.tolist() == [[1, 7]]
+    padded = detect.events_from_scores(cells, s, ["a", "background"], detect.PostConfig(threshold=0.5, pad_s=1), 12.0)
+    assert padded[["onset_s", "offset_s"]].values.tolist() == [[0, 8], [9, 12]]
+    med = detect.events_from_scores(cells, s, ["a", "background"], detect.PostConfig(threshold=0.5, median_s=3), 12.0)
+    assert med[["onset_s", "offset_s"]].values.tolist() == [[1, 7]]  # the 1-cell dip at 3 is filled, 10 removed
+    # open-set rule (no background class): a cell whose best class is below 0.6 gives no event
+    three = np.array([[.55, .45, 0], [.7, .3, 0], [.5, .2, .3]])
+    ev = detect.events_from_scores(cells[:3], three, ["a", "b", "c"],
+                                   detect.PostConfig(threshold=0.5, open_set_threshold=0.6), 3.0)
+    assert ev[["onset_s", "offset_s", "class"]].values.tolist() == [[1, 2, "a"]]
+    with pytest.raises(Exception, match="aggregate"):
+        detect.PostConfig(aggregate="median")
