@@ -365,6 +365,12 @@ def measure(paths: list[str], *, events: pd.DataFrame | None = None,
             excluded_rows[name] = set(tables[name].index)
     starts = starts if starts is not None else [None] * len(paths)
     clock = all(s is not None for s in starts)
+    if clock:
+        spans = sorted((s, s + pd.Timedelta(seconds=fr / sr), p) for s, (p, sr, fr, _) in zip(starts, infos))
+        for (s0, e0, p0), (s1, _, p1) in zip(spans, spans[1:]):
+            if s1 < e0 - pd.Timedelta(seconds=tol):
+                raise InputError(f"--audio: {p1} starts at {s1} before {p0} ends ({e0}): recordings of one measurement "
+                                 "must not overlap in time (two recorders? measure them separately)")
     hs = []
     for i, (p, _, _, _) in enumerate(infos):
         spans = {n: t.loc[t["_file_index"] == i, ["onset_s", "offset_s"]].to_numpy() for n, t in tables.items()}

@@ -344,3 +344,5 @@ def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_pa
     assert abs(total["LAeq_dBFS"] - 10 * np.log10(y.mean())) < 1e-6
     ev = pd.read_csv(tmp_path / "out" / "events_levels.csv")
     assert len(ev) == 2 and ev["start_time"].str.startswith("2024-05-01T12:00").all()
+    with pytest.raises(InputError, match="overlap in time"):
+        levels.measure(files, starts=[pd.Timestamp("2024-05-01 12:00:00"), pd.Timestamp("2024-05-01 12:00:19")])
