@@ -7,6 +7,18 @@ command -v "$PY" >/dev/null || PY=python3
 "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# sed_eval -> dcase_util can drag in the ancient PySoundFile 0.9.0.post1, whose soundfile.py replaces
+# the real one with a build that cannot find libsndfile: remove it and put the real soundfile back.
+.venv/bin/python -m pip uninstall -q -y PySoundFile >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q --force-reinstall --no-deps "soundfile>=0.12"
+.venv/bin/python - <<'PY'
+import io, numpy as np, soundfile as sf
+buf = io.BytesIO()
+sf.write(buf, np.zeros(100, dtype="float32"), 8000, format="WAV")
+buf.seek(0)
+assert sf.read(buf)[0].shape == (100,), "soundfile cannot round-trip a WAV"
+print(f"soundfile {sf.__version__} with {sf.__libsndfile_version__}: ok")
+PY
 # papermill and jupyter-book run notebooks with the kernel named python3: make it this venv's.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (clapnb)" >/dev/null
 echo "clapnb installed in .venv (activate with: source .venv/bin/activate)"
