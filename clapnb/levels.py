@@ -447,15 +447,14 @@ def interval_table(m: Measurement, interval_s: float, *, exclusion: str | None =
         g = df.groupby(keys, sort=True)
         t = pd.DataFrame(index=allv.index)
         t["scope"] = scope
-        fidx_first, fidx_last = g["file_index"].min(), g["file_index"].max()
         t["clipped_samples"] = g["clipped"].sum()
         t["duration_s"] = allv["seconds"]
         if scope == "interval":
             if m.clock:
                 start = pd.to_datetime(t.index.get_level_values(-1) * interval_s, unit="s")
                 t["start_time"], t["end_time"] = start, start + pd.Timedelta(seconds=interval_s)
-                t["file"] = [", ".join(sorted({m.histories[j].path for j in range(a, b + 1)}))
-                             for a, b in zip(fidx_first, fidx_last)]
+                t["file"] = [", ".join(m.histories[j].path for j in sorted(js, key=lambda j: m.histories[j].start))
+                             for js in g["file_index"].unique()]
             else:
                 t["file"] = [m.histories[j].path for j in t.index.get_level_values(0)]
             k = t.index.get_level_values(-1)
