@@ -57,9 +57,15 @@ def test_probe_has_a_background_class_reported_apart(setup):
     assert record["background"]["test"]["n_background"] == 4 and record["background"]["test"]["n_events"] == 16
 
 
-def test_loud_long_event_found_with_the_right_times_and_exports_agree(setup):
+@pytest.fixture(scope="module")
+def detected(setup):
     out = setup["out"] / "det"
     assert _detect(setup, out) == 0
+    return out
+
+
+def test_loud_long_event_found_with_the_right_times_and_exports_agree(setup, detected):
+    out = detected
     truth = pd.read_csv(setup["scenes"] / "truth.csv")
     ev = events.read_events(out / "events.csv")
     assert "background" not in set(ev["class"])
@@ -180,6 +186,23 @@ def test_start_time_from_name_gives_clock_times(setup, tmp_path):
     ev = events.read_events(out / "events.parquet")
     assert len(ev) and (ev["start_time"] == pd.Timestamp("2024-05-01 12:00:00") + pd.to_timedelta(ev["onset_s"], "s")).all()
     assert (ev["end_time"] - ev["start_time"]).dt.total_seconds().round(6).tolist() == (ev["offset_s"] - ev["onset_s"]).round(6).tolist()
+
+
+def test_detection_views_read_the_outputs(setup, detected):
+    from clapnb import detect_plots
+
+    record, ev, scores = detect_plots.open_detection(detected)
+    summary = detect_plots.class_summary(ev)
+    assert summary["events"].sum() == len(ev)
+    assert summary["total_s"].sum() == pytest.approx((ev["offset_s"] - ev["onset_s"]).sum())
+    top = detect_plots.top_events(ev, 1)
+    assert len(top) == ev["class"].nunique() and top["score"].tolist() == ev.groupby("class")["score"].max().tolist()
+    truth = pd.read_csv(setup["scenes"] / "truth.csv")
+    fig = detect_plots.timeline_figure(record, ev, scores, truth["file"].iloc[0], reference=truth)
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "scene_000.wav"
+    x, sr = detect_plots.excerpt(truth["file"].iloc[0], 36.0, 40.0)
+    assert len(x) == 4 * sr
+    assert "background" in detect_plots.banner(record)
 
 
 # --- the timeline and post-processing, by hand -------------------------------------------------------
