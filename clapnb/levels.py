@@ -605,7 +605,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                weighting: str = "A", rate: int = RATE_HZ, min_valid: float = MIN_VALID,
                residual: int | float | None = None, calibration: Calibration = NONE, channel: int = 0,
                start_time_format: str | None = None, allow_clipping: bool = False, block_s: float = BLOCK_S,
-               holdoff_s: float = HOLDOFF_S, progress=None) -> dict:
+               holdoff_s: float = HOLDOFF_S, min_score: float = 0.0, progress=None) -> dict:
     """``clapnb levels``: levels.csv/.parquet, events_levels.csv, levels.json in ``out_dir``."""
     from pathlib import Path
 
@@ -615,6 +615,10 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
     weighting = check_curve(weighting)
     infos = check_inputs([os.fspath(a) for a in audio])
     events = read_events(events_path) if events_path else None
+    if min_score > 0:
+        if events is None or "score" not in events:
+            raise InputError("--min-score needs --events with a score column")
+        events = events[events["score"] >= min_score]
     classes = parse_exclude(exclude, events)
     st = [timebase.start_time(p, start_time_format) for p, _, _, _ in infos]
     if start_time_format:
@@ -633,6 +637,8 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                 block_s=block_s, channel=channel, calibration=calibration, starts=starts,
                 allow_clipping=allow_clipping, holdoff_s=holdoff_s, progress=progress)
     name = "excl" if classes is not None else None
+    if isinstance(residual, int) and not isinstance(residual, bool) and residual not in (10, 50, 90):
+        raise InputError(f"--residual-percentile {residual}: use 10, 50 or 90 (LA10, LA50, LA90)")
     res = None if residual is None else (str(int(residual)) if isinstance(residual, int) else float(residual))
     table = interval_table(m, interval_s, exclusion=name, min_valid=min_valid, residual=res)
     ev_table = events_table(m, interval_s, table, exclusion=name,
@@ -658,7 +664,8 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                     "sha256": io.file_sha256(p), **s.to_dict()} for (p, sr, fr, ch), s in zip(infos, st)],
         "channel": channel,
         "events": None if events_path is None else {
-            "path": os.path.abspath(events_path), "sha256": io.file_sha256(events_path), "rows": len(events),
+            "path": os.path.abspath(events_path), "sha256": io.file_sha256(events_path), "min_score": min_score,
+            "rows": len(events),
             "rows_for_these_files": 0 if m.events is None else len(m.events), "rows_for_other_files": n_other},
         "exclude": {"spec": exclude, "classes": classes,
                     "holdoff_s": holdoff_s,

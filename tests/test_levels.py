@@ -217,6 +217,7 @@ def test_cli_outputs_uncalibrated_dbfs_and_records_everything(tmp_path, capsys):
     rng = np.random.default_rng(5)
     x = 0.01 * rng.standard_normal(20 * FS)
     x[5 * FS:7 * FS] += _sine(2.0, 0.3)
+    x[14 * FS:16 * FS] += _sine(2.0, 0.1, 500.0)  # the source under assessment: stays in, well above LA90
     path = _write(tmp_path / "site_20240501_120000.wav", x)
     ev_path = tmp_path / "events.csv"
     _events([[path, 5.0, 7.0, "dogs", 0.9], [path, 12.0, 12.5, "sirens_alarms", 0.2]]).to_csv(ev_path, index=False)
@@ -231,9 +232,15 @@ def test_cli_outputs_uncalibrated_dbfs_and_records_everything(tmp_path, capsys):
     assert abs(t["excluded_pct"].iloc[0] - 20.0) < 1e-6 and t["excluded_pct"].iloc[1] == 0
     assert t["LAeq_excl_dBFS"].iloc[0] < t["LAeq_dBFS"].iloc[0] - 10
     assert pd.read_parquet(out / "levels.parquet").shape == t.shape
+    pq = pd.read_parquet(out / "levels.parquet")
+    lp, lr = pq["LAeq_excl_dBFS"], pq["Lres_dBFS"]
+    hand = np.where(lp - lr > 3, 10 * np.log10(10 ** (lp / 10) - 10 ** (lr / 10)), lp)
+    assert np.allclose(pq["LAeq_excl_corrected_dBFS"], hand) and (pq["corrected_is_upper_bound"] == ~(lp - lr > 3)).all()
+    assert pq["corrected_is_upper_bound"].tolist()[:2] == [True, False]
     e = pd.read_csv(out / "events_levels.csv")
     assert list(e["excluded"]) == [True, False] and e["below_residual"].tolist() == [False, True]
     rec = json.loads((out / "levels.json").read_text())
+    assert rec["residual"]["source"].startswith("LA90") and rec["events"]["rows_for_these_files"] == 2
     assert rec["calibration"]["kind"] == "none" and rec["unit"] == "dBFS" and "NOT a sound pressure" in rec["unit_text"]
     assert rec["weighting"]["iec_61672_1_class1_limits_met"] is False  # 16 kHz: tolerance fails near Nyquist
     assert rec["inputs"][0]["start_time_source"] == "name" and rec["exclude"]["classes"] == ["dogs"]

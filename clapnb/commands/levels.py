@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (levels.csv/.parquet, events_levels.csv, levels.json)")
     p.add_argument("--events", help="events table (csv/parquet: file, onset_s, offset_s, class[, score])")
     p.add_argument("--exclude", help="classes whose spans are excluded: 'all' or CLASS,CLASS (needs --events)")
+    p.add_argument("--min-score", type=float, default=0.0,
+                   help="use only events with score >= this (default 0: all rows of the table)")
     p.add_argument("--interval", default="10min", help="reporting interval: seconds or 60s, 10min, 1h (1 s ... 1 h; "
                                                        "default 10min)")
     p.add_argument("--weighting", default="A", choices=["A", "C", "Z"], help="frequency weighting (default A)")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         interval_s=interval, interval_text=args.interval, weighting=args.weighting, rate=args.rate,
         min_valid=args.min_valid, residual=residual, calibration=cal, channel=args.channel,
         start_time_format=args.start_time_from_name, allow_clipping=args.allow_clipping, block_s=args.block_s,
-        holdoff_s=args.holdoff,
+        holdoff_s=args.holdoff, min_score=args.min_score,
         progress=lambda i, n, p: print(f"levels: {i}/{n} {p}", file=sys.stderr))
     print(f"wrote {result['levels_csv']}, {result['events_csv']}, {result['json']} "
           f"({result['n_intervals']} intervals, unit {cal.unit}{'' if cal.calibrated else ': NOT calibrated'})")
