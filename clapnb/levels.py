@@ -667,7 +667,8 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
             "path": os.path.abspath(events_path), "sha256": io.file_sha256(events_path), "min_score": min_score,
             "rows": len(events),
             "rows_for_these_files": 0 if m.events is None else len(m.events), "rows_for_other_files": n_other},
-        "exclude": {"spec": exclude, "classes": classes,
+        "exclude": {"spec": exclude, "classes": classes, "events_excluded": len(m.excluded_rows.get("excl", ())),
+                    "excluded_s": float(table.loc[table["scope"] == "total", "excluded_s"].iloc[0]),
                     "holdoff_s": holdoff_s,
                     "rule": "excluded samples leave the energy and time sums; LAF samples whose instant lies in an "
                             "excluded span or less than holdoff_s after it leave the percentiles; LAFmax over the "

@@ -241,6 +241,7 @@ def test_cli_outputs_uncalibrated_dbfs_and_records_everything(tmp_path, capsys):
     assert list(e["excluded"]) == [True, False] and e["below_residual"].tolist() == [False, True]
     rec = json.loads((out / "levels.json").read_text())
     assert rec["residual"]["source"].startswith("LA90") and rec["events"]["rows_for_these_files"] == 2
+    assert rec["exclude"]["events_excluded"] == 1 and abs(rec["exclude"]["excluded_s"] - 2.0) < 1e-9
     assert rec["calibration"]["kind"] == "none" and rec["unit"] == "dBFS" and "NOT a sound pressure" in rec["unit_text"]
     assert rec["weighting"]["iec_61672_1_class1_limits_met"] is False  # 16 kHz: tolerance fails near Nyquist
     assert rec["inputs"][0]["start_time_source"] == "name" and rec["exclude"]["classes"] == ["dogs"]
