@@ -51,9 +51,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from clapnb.backbones.base import PRECISIONS  # noqa: F401  (one list for the CLI, the sweep and here)
 from clapnb.errors import InputError
 
-PRECISIONS = ("fp32", "bf16", "auto")
 #: CPU flags (``/proc/cpuinfo``) meaning native bf16 arithmetic: AVX-512 BF16, AMX (x86), BF16 (Arm).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "bf16")
 #: Where ``/proc/cpuinfo`` is missing: torch's own CPU probes, by the flag they stand for.

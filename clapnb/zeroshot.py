@@ -39,8 +39,10 @@ class ZeroShotNotApplicable(InputError):
 
 
 def not_applicable_message(backbone_name: str) -> str:
+    from clapnb.backbones import text_names
+
     return (f"zero-shot is not applicable to {backbone_name}: no text encoder. "
-            "Use a CLAP backbone (msclap-2023, msclap-2022) for zero-shot, or train the linear "
+            f"Use a backbone with one ({', '.join(text_names())}) for zero-shot, or train the linear "
             "probe (clapnb probe) on these embeddings")
 
 

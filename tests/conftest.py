@@ -54,3 +54,11 @@ def standin_dir(tmp_path_factory) -> Path:
     for key, value in standin.environment(out).items():
         os.environ[key] = value
     return Path(info["dir"]) if isinstance(info, dict) and "dir" in info else out
+
+
+@pytest.fixture(scope="session")
+def clap_2023(standin_dir):
+    """The stand-in loaded once per session as ``msclap-2023`` (fp32, CPU, batch size 4)."""
+    from clapnb import backbones
+
+    return backbones.load_backbone("msclap-2023", device="cpu", batch_size=4)

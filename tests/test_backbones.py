@@ -21,8 +21,8 @@ from clapnb.errors import ClapnbError, InputError
 
 
 @pytest.fixture(scope="module")
-def clap(standin_dir):
-    return backbones.load_backbone("msclap-2023", device="cpu", batch_size=4)
+def clap(clap_2023):
+    return clap_2023
 
 
 @pytest.fixture(scope="module")

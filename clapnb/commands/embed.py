@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-BACKBONES = ("msclap-2023", "msclap-2022", "mfcc", "gfcc")
+from clapnb import backbones
 
 
 def _threshold(text: str) -> float:
@@ -19,7 +18,7 @@ def _threshold(text: str) -> float:
 
 def add_mode_arguments(p: argparse.ArgumentParser) -> None:
     """--precision / --compile and the agreement options (shared with ``sweep`` and ``reproduce``)."""
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+    p.add_argument("--precision", default="fp32", choices=backbones.PRECISIONS,
                    help="CLAP audio-encoder precision: fp32 (default, the reference), bf16 (autocast; the "
                         "STFT/log-mel front-end and the projection stay fp32), auto (bf16 only where the "
                         "CPU/GPU computes it natively, else fp32)")
@@ -30,6 +29,20 @@ def add_mode_arguments(p: argparse.ArgumentParser) -> None:
                         "below this minimum cosine the run is refused (default 0.999)")
     p.add_argument("--warn-low-agreement", action="store_true",
                    help="go on (with a loud warning, recorded in every output) below the threshold")
+
+
+def add_backbone_arguments(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """--backbone (every registered one), --weights and --policy (shared with ``sweep``)."""
+    default = None if required else backbones.DEFAULT_BACKBONE
+    p.add_argument("--backbone", required=required, default=default, choices=backbones.names(),
+                   metavar="{" + ",".join(backbones.names()) + "}", help=backbones.choices_help(default))
+    by_help: dict[str, list[str]] = {}
+    for n, s in backbones.REGISTRY.items():
+        if s.uses_weights:
+            by_help.setdefault(s.weights_help, []).append(n)
+    p.add_argument("--weights", default=None, help="weights file of the backbones that take one: "
+                   + "; ".join(f"{', '.join(ns)}: {h}" for h, ns in by_help.items()))
+    p.add_argument("--policy", default=None, choices=backbones.all_policies(), help=backbones.policy_help())
 
 
 def _positive(text: str) -> int:
@@ -46,12 +59,8 @@ def register(subparsers) -> None:
                     "Embeddings are cached by content ($CLAPNB_CACHE or ~/.cache/clapnb): a second run "
                     "computes nothing and an interrupted run resumes.")
     p.add_argument("--segments", required=True, help="DIR/segments.parquet (from `clapnb segments`)")
-    p.add_argument("--backbone", required=True, choices=BACKBONES)
-    p.add_argument("--weights", default=None,
-                   help="CLAP checkpoint (default: $CLAPNB_WEIGHTS, else msclap's hub download)")
-    p.add_argument("--policy", default="msclap", choices=("msclap", "native"),
-                   help="input policy: msclap = repeat/centre-crop to the model's 7 s (default); native = as is")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_backbone_arguments(p, required=True)
+    p.add_argument("--device", default="auto", choices=backbones.DEVICES)
     p.add_argument("--batch-size", type=_positive, default=16)
     p.add_argument("--cache", default=None, help="embedding cache folder (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.add_argument("--lowpass-hz", type=float, default=None,
@@ -66,7 +75,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from clapnb import agreement, backbones, embeddings, inputs, io
+    from clapnb import agreement, embeddings, inputs, io
 
     seg_path = Path(args.segments)
     problems = inputs.backbone_problems(args.backbone, args.weights)
@@ -98,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                                workers=args.workers)
     m = emb.meta
     speed = f", {m['clips_per_s']:.1f} clips/s" if m["clips_per_s"] else ""
-    print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {args.policy}, {mode}): "
+    print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {backbone.metadata.get('policy')}, {mode}): "
           f"{m['n_computed']} computed, {m['n_cached']} from cache{speed}")
     print(f"wrote {seg_path.parent / 'embeddings.json'} (cache: {m['cache_namespace']})")
     return 0

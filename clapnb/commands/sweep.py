@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from clapnb.commands.embed import add_mode_arguments
+from clapnb import backbones
+from clapnb.commands.embed import add_backbone_arguments, add_mode_arguments
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, backbone: bool = True) -> None:
@@ -32,17 +33,17 @@ def add_run_arguments(p: argparse.ArgumentParser, *, data_default: str | None, b
     p.add_argument("--drop-empty-classes", action="store_true",
                    help="leave out classes without audio in some split instead of failing")
     if backbone:
-        p.add_argument("--backbone", default="msclap-2023",
-                       help="msclap-2023 (default), msclap-2022, mfcc or gfcc")
-    p.add_argument("--weights", default=None,
-                   help="CLAP checkpoint path (default: $CLAPNB_WEIGHTS, else msclap's hub download)")
-    p.add_argument("--policy", default="msclap", choices=("msclap", "native"),
-                   help="how segments other than the model's input length are fed (default: msclap)")
+        add_backbone_arguments(p)
+    else:
+        p.add_argument("--weights", default=None,
+                       help="CLAP checkpoint path (default: $CLAPNB_WEIGHTS, else msclap's hub download)")
+        p.add_argument("--policy", default=None, choices=backbones.spec(backbones.DEFAULT_BACKBONE).policies,
+                       help="how segments other than the model's input length are fed (default: msclap)")
     p.add_argument("--counts", default="500,100,100,100",
                    help="segments per class for train,validation,early_stop,test (default 500,100,100,100)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--snr-db", type=float, default=20.0, help="SNR of the noise of augmented copies (default 20)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    p.add_argument("--device", default="auto", choices=backbones.DEVICES, help="default: auto")
     p.add_argument("--probe-grid", default="",
                    help="probe hyper-parameter grid, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4' (best on validation)")
     add_mode_arguments(p)
@@ -55,10 +56,12 @@ def config_from_args(args: argparse.Namespace, **overrides):
     from clapnb.shortcuts import parse_harmonise_list
     from clapnb.sweep import SweepConfig
 
+    backbone = overrides.get("backbone", getattr(args, "backbone", backbones.DEFAULT_BACKBONE))
+    policy = args.policy or backbones.spec(backbone).default_policy  # None: the backbone's own
     values = {"data": args.data, "label_column": args.label_column, "mapping": args.mapping,
               "drop_unmapped": args.drop_unmapped, "drop_empty_classes": args.drop_empty_classes,
-              "backbone": getattr(args, "backbone", "msclap-2023"), "weights": args.weights,
-              "policy": args.policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
+              "backbone": backbone, "weights": args.weights,
+              "policy": policy, "counts": args.counts, "seed": args.seed, "snr_db": args.snr_db,
               "device": args.device, "probe_grid": args.probe_grid,
               "lengths": getattr(args, "lengths", "1-10"), "source_column": args.source_column,
               "path_column": args.path_column, "harmonise_bandwidth": parse_harmonise_list(args.harmonise_bandwidth)[0],
