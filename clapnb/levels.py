@@ -706,3 +706,33 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
     io.atomic_write_json(out / "levels.json", record)
     return {"levels_csv": out / "levels.csv", "events_csv": out / "events_levels.csv", "json": out / "levels.json",
             "n_intervals": record["n_intervals"], "table": table, "events": ev_table, "measurement": m}
+
+
+def summarise_detection(audio: list[str], detected: pd.DataFrame, *, reference: pd.DataFrame | None = None,
+                        interval_s: float = 60.0, weighting: str = "A", calibration: Calibration = NONE,
+                        start_time_format: str | None = None, residual: int | float = 90) -> dict:
+    """What the Detection page shows, from one pass over the audio (every detected event excluded).
+
+    Returns ``measurement`` (for :func:`clapnb.level_plots.laf_history` with ``exclusion="excl"``),
+    ``intervals`` (with/without exclusions and the difference in dB), ``events`` (ranked by their
+    contribution) and, with a ``reference`` table (scene truth, a reviewed table), ``error``: per
+    interval LAeq/LA90 after excluding the detected minus after excluding the reference events.
+    """
+    from clapnb import timebase
+
+    paths = [os.fspath(a) for a in audio]
+    starts = [timebase.start_time(p, start_time_format).time for p in paths]
+    exclusions: dict = {"excl": sorted(detected["class"].astype(str).unique())}
+    if reference is not None:
+        exclusions["reference"] = reference
+    m = measure(paths, events=detected, exclusions=exclusions, weighting=weighting, calibration=calibration,
+                starts=starts)
+    res = str(int(residual)) if isinstance(residual, int) else float(residual)
+    intervals = interval_table(m, interval_s, exclusion="excl", residual=res)
+    events = events_table(m, interval_s, intervals, exclusion="excl", residual=res)
+    if len(events):
+        events = events.sort_values("contribution_dB", ascending=False, kind="stable").reset_index(drop=True)
+    out = {"measurement": m, "intervals": intervals, "events": events}
+    if reference is not None:
+        out["error"] = exclusion_error(m, interval_s, detected="excl", reference="reference")
+    return out

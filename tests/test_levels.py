@@ -329,6 +329,11 @@ def test_detected_vs_reference_exclusion_error_on_a_composed_scene(envsounds, en
         assert abs(row["LAeq_error_dB"] - hand) < 1e-6
     missed = int(truth["onset_s"].iloc[0] // 10)
     assert err.loc[missed, "LAeq_error_dB"] > 1.0  # the missed event stays in the detected-excluded level
+    page = levels.summarise_detection([path], det, reference=truth, interval_s=10.0)
+    assert np.allclose(page["error"]["LAeq_error_dB"], err["LAeq_error_dB"])
+    assert page["events"]["contribution_dB"].is_monotonic_decreasing and len(page["events"]) == len(det)
+    assert np.allclose(page["intervals"]["LAeq_diff_dB"],
+                       page["intervals"]["LAeq_excl_dBFS"] - page["intervals"]["LAeq_dBFS"])
 
 
 def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_path):
