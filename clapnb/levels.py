@@ -215,10 +215,15 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
             tw_s = TimeWeighting(TIME_CONSTANTS["S"], fs, init["S"])
         f = tw_f(sq)
         s = tw_s(sq)
-        idx = (np.arange(pos, pos + n, dtype=np.int64) * rate) // fs
-        k0 = int(idx[0])
-        local = idx - k0
-        m = int(local[-1]) + 1
+        # steps in this block: step k holds the samples with floor(sample * rate / fs) == k
+        k0 = (pos * rate) // fs
+        if fs % rate == 0 and pos % (fs // rate) == 0:  # whole steps from the block's start (the usual case)
+            starts = np.arange(0, n, fs // rate)
+        else:
+            idx = (np.arange(pos, pos + n, dtype=np.int64) * rate) // fs
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(idx)) + 1])
+        m = len(starts)
+        ends = np.concatenate([starts[1:] - 1, [n - 1]])
         if k0 + m > n_steps:  # header under-reported the length: grow
             grow = k0 + m - n_steps
             for a in ("energy", "count", "f_end", "f_max", "s_max", "clipped"):
@@ -228,14 +233,13 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
                     d[a] = np.concatenate([d[a], np.zeros(grow, d[a].dtype)])
             n_steps += grow
         sl = slice(k0, k0 + m)
-        cuts = np.flatnonzero(np.diff(local)) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts - 1, [n - 1]])
-        h.energy[sl] += np.bincount(local, sq, minlength=m)
-        h.count[sl] += np.bincount(local, minlength=m)
-        h.clipped[sl] += np.bincount(local, clip, minlength=m).astype(np.int64)
+        h.energy[sl] += np.add.reduceat(sq, starts)
+        h.count[sl] += np.diff(np.concatenate([starts, [n]]))
+        if clip.any():
+            h.clipped[sl] += np.add.reduceat(clip.astype(np.int64), starts)
         h.f_end[sl] = f[ends]
-        h.f_max[sl] = np.maximum(h.f_max[sl], np.maximum.reduceat(f, starts))
+        block_fmax = np.maximum.reduceat(f, starts)
+        h.f_max[sl] = np.maximum(h.f_max[sl], block_fmax)
         h.s_max[sl] = np.maximum(h.s_max[sl], np.maximum.reduceat(s, starts))
         for name, spans in ex.items():
             mask = np.zeros(n, bool)
@@ -244,21 +248,26 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
                 mask[max(a - pos, 0):max(min(b - pos, n), 0)] = True
                 fmask[max(a - pos, 0):min(b + hold - pos, n)] = True
             d = h.excl[name]
-            d["energy"][sl] += np.bincount(local, sq * mask, minlength=m)
-            d["count"][sl] += np.bincount(local, mask, minlength=m).astype(np.int64)
-            d["f_masked"][sl] = fmask[ends]
-            d["f_max"][sl] = np.maximum(d["f_max"][sl], np.maximum.reduceat(np.where(fmask, 0.0, f), starts))
+            if mask.any():
+                d["energy"][sl] += np.add.reduceat(np.where(mask, sq, 0.0), starts)
+                d["count"][sl] += np.add.reduceat(mask.astype(np.int64), starts)
+            if fmask.any():
+                d["f_masked"][sl] = fmask[ends]
+                d["f_max"][sl] = np.maximum(d["f_max"][sl], np.maximum.reduceat(np.where(fmask, 0.0, f), starts))
+            else:
+                d["f_masked"][sl] = False
+                d["f_max"][sl] = np.maximum(d["f_max"][sl], block_fmax)
         if len(ev):
             for i in np.flatnonzero((ev[:, 0] < pos + n) & (ev[:, 1] > pos)):
                 a, b = max(int(ev[i, 0]) - pos, 0), min(int(ev[i, 1]) - pos, n)
                 if b <= a:
                     continue
-                loc = local[a:b]
+                loc = (np.arange(pos + a, pos + b, dtype=np.int64) * rate) // fs
                 e = np.bincount(loc - loc[0], sq[a:b])
                 c = np.bincount(loc - loc[0])
                 rec = h.events[i]
                 for j in range(len(e)):
-                    k = k0 + int(loc[0]) + j
+                    k = int(loc[0]) + j
                     rec["energy"][k] = rec["energy"].get(k, 0.0) + float(e[j])
                     rec["count"][k] = rec["count"].get(k, 0) + int(c[j])
                 rec["f_max"] = max(rec["f_max"], float(f[a:b].max()))
