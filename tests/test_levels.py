@@ -192,6 +192,10 @@ def test_f_time_constant_follows_the_exponential_decay(tmp_path):
     for ms in (100, 250, 500):  # 8.69 dB per 125 ms
         k = 300 + ms // 10 - 1
         assert abs(laf[k] - (l0 - 10 * math.log10(math.e) * ms / 125)) < 0.05
+    las_max = 10 * np.log10(h.s_max)  # S (1 s) during the decay: its maximum in a step is at the step's start
+    for ms in (200, 1000, 1500):  # 4.34 dB per second
+        k = 300 + ms // 10
+        assert abs(las_max[k] - (l0 - 10 * math.log10(math.e) * (ms / 1000 + 1 / FS))) < 0.05
 
 
 def test_residual_correction_against_the_formula():
@@ -359,3 +363,13 @@ def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_pa
     assert len(ev) == 2 and ev["start_time"].str.startswith("2024-05-01T12:00").all()
     with pytest.raises(InputError, match="overlap in time"):
         levels.measure(files, starts=[pd.Timestamp("2024-05-01 12:00:00"), pd.Timestamp("2024-05-01 12:00:19")])
+
+
+def test_channel_is_measured_not_mixed(tmp_path):
+    x = np.stack([_sine(2.0, 0.2), _sine(2.0, 0.02)], axis=1)
+    path = _write(tmp_path / "stereo.wav", x, subtype="PCM_24")
+    lv = [levels.interval_table(levels.measure([path], weighting="Z", channel=c), 1.0).iloc[-1]["LZeq_dBFS"]
+          for c in (0, 1)]
+    assert abs(lv[0] - 10 * math.log10(0.02)) < 0.01 and abs(lv[1] - 10 * math.log10(0.0002)) < 0.01
+    with pytest.raises(InputError, match="--channel 2"):
+        levels.measure([path], channel=2)
