@@ -136,15 +136,24 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def describe_model(meta: Mapping) -> str:
     """Backbone and weights in words, for captions: which model produced these numbers."""
+    from clapnb.backbones import REGISTRY
+
     name = str(meta.get("backbone", "?"))
     fp = str(meta.get("weights_fingerprint") or "")[:12]
-    if name.startswith("msclap"):
-        weights = meta.get("weights")
-        weights = (", ".join(os.path.basename(w.strip()) for w in str(weights).split(","))
-                   if weights else "msclap's download")
-        text = f"backbone {name}, weights {weights}" + (f" (sha256 {fp}...)" if fp else "")
-    else:
+    spec = REGISTRY.get(name)
+    kind = spec.kind if spec else ("clap" if name.startswith("msclap") else "features")
+    if kind == "features":
         text = f"backbone {name} (feature baseline, no weights" + (f"; configuration {fp}" if fp else "") + ")"
+    else:
+        weights = meta.get("weights")
+        default = "msclap's download" if kind == "clap" else "the installed package's"
+        weights = (", ".join(os.path.basename(w.strip()) for w in str(weights).split(","))
+                   if weights else default)
+        what = name if kind == "clap" or spec is None else f"{name}, {spec.display_name}"
+        text = f"backbone {what}, weights {weights}" + (f" (sha256 {fp}...)" if fp else "")
+        notice = meta.get("notice") or (spec.notice if spec else "")
+        if notice:
+            text += f" ({notice})"
     if "lowpass_hz" in meta:
         from clapnb.shortcuts import describe_cutoff
 
@@ -162,7 +171,17 @@ def describe_model(meta: Mapping) -> str:
 
 
 def banner(meta: Mapping) -> str:
-    """A MyST ``danger`` admonition for runs made with the random-weights stand-in, else ``''``."""
+    """A MyST ``danger`` admonition for runs made with the random-weights stand-in, an ``important``
+    one for a backbone whose registry entry carries a notice (BirdNET: not CLAP, its licence), else ``''``."""
+    from clapnb.backbones import REGISTRY
+
+    spec = REGISTRY.get(str(meta.get("backbone", "")))
+    if spec is not None and spec.notice and not meta.get("random_weights"):
+        asis = ("" if spec.has_text else "It has no text encoder: the zero-shot column holds its own labels "
+                "used as-is, on the classes they cover. ")
+        notice = spec.notice[0].upper() + spec.notice[1:]
+        return (f":::{{important}} {spec.display_name}\nThese numbers come from {describe_model(meta)}. "
+                f"{asis}{notice}.\n:::\n")
     if not meta.get("random_weights"):
         return ""
     return (":::{danger} Random weights: these are NOT CLAP results\n"

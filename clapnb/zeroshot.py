@@ -166,11 +166,14 @@ def not_applicable_record(backbone_meta: dict) -> dict:
 
 def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE,
                  ensemble: bool = False, class_set: str = "all", device: str = "auto",
-                 seed: int = 0, if_no_text: str = "raise", backbone=None) -> dict:
+                 seed: int = 0, if_no_text: str = "raise", backbone=None,
+                 asis_mapping: str | os.PathLike | None = None) -> dict:
     """Zero-shot over a run folder's embeddings; writes ``zeroshot.json`` and predictions.
 
-    ``if_no_text='record'`` writes a "not applicable" ``zeroshot.json`` for a backbone without
-    a text encoder and returns it; ``'raise'`` raises :class:`ZeroShotNotApplicable`.
+    A backbone without a text encoder but with its own labels (BirdNET) gets the *as-is* baseline
+    instead (:func:`clapnb.asis.run_asis`, same files, ``method: "as-is"``; ``asis_mapping``: a
+    user's YAML). For any other backbone without text, ``if_no_text='record'`` writes a "not
+    applicable" ``zeroshot.json`` and returns it; ``'raise'`` raises :class:`ZeroShotNotApplicable`.
     ``backbone`` may be passed to reuse a loaded model; otherwise it is rebuilt from the
     embeddings' metadata.
     """
@@ -182,6 +185,10 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
     emb = load_run_embeddings(run_dir)
     meta = dict(emb.meta.get("backbone", emb.meta))
     has_text = backbone.has_text if backbone is not None else bool(meta.get("has_text", False))
+    from clapnb import asis
+
+    if not has_text and asis.supported(meta.get("name")):
+        return asis.run_asis(run_dir, mapping=asis_mapping, seed=seed)
     if not has_text:
         record = not_applicable_record(meta)
         if if_no_text == "raise":

@@ -6,7 +6,8 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# the birdnet extra too, so the suite covers the BirdNET backbone
+.venv/bin/python -m pip install -q -e ".[test,birdnet]"
 # sed_eval -> dcase_util can drag in the ancient PySoundFile 0.9.0.post1, whose soundfile.py replaces
 # the real one with a build that cannot find libsndfile: remove it and put the real soundfile back.
 .venv/bin/python -m pip uninstall -q -y PySoundFile >/dev/null 2>&1 || true

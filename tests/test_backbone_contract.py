@@ -36,7 +36,15 @@ def _features(name):
     return build
 
 
-BUILDERS = {"msclap-2023": _clap, "mfcc": _features("mfcc"), "gfcc": _features("gfcc")}
+def _birdnet(tmp_path_factory, clap_2023):
+    """BirdNET (the birdnet extra: CI installs it), and another window hop (another configuration)."""
+    from conftest import require_birdnet
+
+    require_birdnet()
+    return backbones.load_backbone("birdnet", batch_size=2), backbones.load_backbone("birdnet", hop_s=1.0)
+
+
+BUILDERS = {"msclap-2023": _clap, "mfcc": _features("mfcc"), "gfcc": _features("gfcc"), "birdnet": _birdnet}
 
 
 def test_every_registered_backbone_is_checked():

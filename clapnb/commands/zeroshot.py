@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "zeroshot", help="zero-shot classification of a run's embeddings (CLAP backbones only)",
+        "zeroshot", help="zero-shot classification of a run's embeddings (CLAP backbones; birdnet: its own labels as-is)",
         description="Compare each segment's audio embedding with text embeddings of the class "
                     "prompts; write DIR/zeroshot.json (accuracy with bootstrap CI, paper-style and "
                     "calibrated loss per split) and DIR/zeroshot_predictions.parquet.")
@@ -21,6 +21,10 @@ def register(subparsers) -> None:
                    help="candidate classes: all 21 of the paper (default) or only those present in the data")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (for the text encoder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
+    p.add_argument("--asis-mapping", default=None, metavar="YAML",
+                   help="backbones without text but with their own labels (birdnet) are evaluated as-is: their "
+                        "labels mapped to study classes by this YAML (default: the one shipped, "
+                        "clapnb/mappings/birdnet_asis.yaml; copy and edit it)")
     p.set_defaults(func=run)
 
 
@@ -32,17 +36,22 @@ def run(args: argparse.Namespace) -> int:
     template = getattr(args, "template", zeroshot.DEFAULT_TEMPLATE)
     record = zeroshot.run_zeroshot(args.run, template=template, ensemble=args.ensemble,
                                    class_set=args.classes, device=args.device, seed=args.seed,
-                                   if_no_text="record")
+                                   if_no_text="record", asis_mapping=args.asis_mapping)
     out = Path(args.run) / "zeroshot.json"
     if not record["applicable"]:
         raise zeroshot.ZeroShotNotApplicable(f"{record['reason']} (recorded in {out})")
+    if record.get("method") == "as-is":
+        b = record["backbone"]
+        print(f"{record['label']} ({b.get('display_name', b.get('name'))}; {b.get('notice', '')}): its own labels "
+              f"mapped by {record['mapping']}; left out (no label): {', '.join(record['classes_without_label']) or 'none'}")
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
-    print(f"zero-shot, {len(record['classes'])} classes, template {record['template']!r}"
-          + (" + synonyms" if record["ensemble"] else ""))
+    else:
+        print(f"zero-shot, {len(record['classes'])} classes, template {record['template']!r}"
+              + (" + synonyms" if record["ensemble"] else ""))
     for split, m in record["metrics"].items():
         ci = m["accuracy_ci"]
-        cal = "n/a" if m["loss_calibrated"] is None else f"{m['loss_calibrated']:.3f}"
+        cal = "n/a" if m.get("loss_calibrated") is None else f"{m['loss_calibrated']:.3f}"
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
               f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss paper-style {m['loss_paper_style']:.3f}"
               f"  calibrated {cal}")
