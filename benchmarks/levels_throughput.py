@@ -1,7 +1,8 @@
 """Time and peak memory of ``clapnb levels`` on a generated 10-minute vs 2-hour recording.
 
 Memory must be flat in duration: the audio is streamed in blocks, only the 10-Hz step history grows.
-Each duration runs in its own process (so ``ru_maxrss`` is that run's own peak); the generated WAVs
+Each duration runs in its own process (so ``ru_maxrss`` is that run's own peak), once timed and once
+under tracemalloc (Python-level peak, numpy buffers included); the generated WAVs
 go to a temporary folder (``--tmp``), never into the repository, and are deleted afterwards.
 
     python benchmarks/levels_throughput.py                 # 10 min and 2 h at 48 kHz
@@ -58,14 +59,19 @@ def one(minutes: float, sr: int, tmp: str) -> dict:
         ev_path = Path(d) / "events.csv"
         events_for(wav, seconds).to_csv(ev_path, index=False)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        tracemalloc.start()
+
+        def run(tag: str):
+            return levels.run_levels([str(wav)], Path(d) / tag, events_path=str(ev_path), exclude="all",
+                                     interval_s=min(600.0, seconds), interval_text=None, residual=90)
+
         t0 = time.perf_counter()
-        res = levels.run_levels([str(wav)], Path(d) / "out", events_path=str(ev_path), exclude="all",
-                                interval_s=min(600.0, seconds), interval_text=None, residual=90)
+        res = run("timed")  # timed without tracemalloc (it slows every allocation)
         wall = time.perf_counter() - t0
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        run("traced")
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         size = wav.stat().st_size
         n_int = res["n_intervals"]
     return {"minutes": minutes, "sample_rate": sr, "wav_mb": size / 2 ** 20, "seconds": wall,
