@@ -5,7 +5,9 @@ The build folder mirrors the repository's book layout::
     _config.yml, _toc.yml, book/*.md      copied from the repository (the toc globs run/L*/...)
     run/01_dataset.ipynb, run/L04/...     copies of the run's executed notebooks, retitled per length,
                                           with the random-weights banner inserted when it applies
-    generated/run.md, taxonomy.md         fragments the static pages include
+    generated/run.md, taxonomy.md,        fragments the static pages include (zero_shot.md: the one
+      zero_shot.md                        note of a backbone without text side, whose per-length
+                                          zero-shot pages are left out)
     book/results.md, book/accuracy_vs_length.png   Tables 2 and 3 and the figure, from results.json,
                                           and the source-shortcut tables (the run and its
                                           bandwidth variants, from their shortcuts.json)
@@ -31,6 +33,21 @@ from clapnb.errors import ClapnbError, InputError
 
 BOOK_FILES = ("_config.yml", "_toc.yml")
 PAGES = "book"
+ZERO_SHOT_NOTEBOOK = "02_zero_shot.ipynb"
+ZERO_SHOT_GLOB = "run/L*/02_zero_shot"
+
+
+def without_sections(toc: dict, glob: str) -> dict:
+    """``toc`` without the ``glob`` entry (and an emptied ``sections`` list) under any chapter."""
+    chapters = []
+    for ch in toc.get("chapters", []):
+        ch = dict(ch)
+        if "sections" in ch:
+            ch["sections"] = [sec for sec in ch["sections"] if sec.get("glob") != glob]
+            if not ch["sections"]:
+                del ch["sections"]
+        chapters.append(ch)
+    return {**toc, "chapters": chapters}
 
 
 def _source_root() -> Path:
@@ -118,7 +135,10 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
             "RANDOM WEIGHTS: this book was built from the random-weights stand-in; "
             "its numbers are NOT CLAP results")
     io.atomic_write_text(out / "_config.yml", yaml.safe_dump(conf, sort_keys=False, allow_unicode=True))
-    shutil.copy2(src / "_toc.yml", out / "_toc.yml")
+    applicable = {int(n): bool(a) for n, a in zip(results["length_s"], results["zeroshot_applicable"].fillna(False))}
+    toc = yaml.safe_load((src / "_toc.yml").read_text(encoding="utf-8"))
+    io.atomic_write_text(out / "_toc.yml", yaml.safe_dump(
+        toc if any(applicable.values()) else without_sections(toc, ZERO_SHOT_GLOB), sort_keys=False))
     shutil.copytree(src / PAGES, out / PAGES)
 
     banner = report.banner(meta)
@@ -126,6 +146,8 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     for n in results["length_s"].astype(int):
         ldir = sweep.length_dir(run_dir, n)
         for nb in sweep.PER_LENGTH_NOTEBOOKS:
+            if nb == ZERO_SHOT_NOTEBOOK and not applicable[int(n)]:
+                continue  # an empty page per length says nothing: the chapter page has the one note
             title = nbformat.read(ldir / nb, as_version=4).metadata.get("clapnb", {}).get("title", nb)
             _copy_notebook(ldir / nb, out / "run" / ldir.name / nb, f"{title}: {n}-s segments", banner)
 
@@ -133,6 +155,8 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     recordings = pd.read_parquet(recordings_path) if recordings_path.is_file() else None
     io.atomic_write_text(out / "generated" / "taxonomy.md", taxonomy_fragment(recordings))
     io.atomic_write_text(out / "generated" / "run.md", run_fragment(run_dir.name, config, meta))
+    io.atomic_write_text(out / "generated" / "zero_shot.md",
+                         report.zeroshot_note(meta) or "```{tableofcontents}\n```\n")
 
     fig = plots.accuracy_vs_length(results, report.PAPER_TABLE2, report.PAPER_TABLE3,
                                    title=report.describe_model(meta))
@@ -156,4 +180,20 @@ def build(folder: str | os.PathLike) -> Path:
     index = folder / "_build" / "html" / "index.html"
     if not index.is_file():
         raise ClapnbError(f"jupyter-book finished but {index} is missing")
+    prune(index.parent)
     return index
+
+
+def prune(html: Path) -> int:
+    """Delete the theme's source maps (``_static/**/*.map``, ~3.4 MB; browsers fetch them only
+    for their developer tools); return the bytes freed."""
+    freed = 0
+    for f in (html / "_static").rglob("*.map"):
+        freed += f.stat().st_size
+        f.unlink()
+    return freed
+
+
+def size_bytes(html: str | os.PathLike) -> int:
+    """Bytes of a built book's HTML folder: what a reader downloads or a user archives."""
+    return sum(f.stat().st_size for f in Path(html).rglob("*") if f.is_file())

@@ -7,12 +7,13 @@ or saves anything itself, and no figure piles up in pyplot's registry.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from clapnb.taxonomy import BY_SLUG
+from clapnb.taxonomy import class_name
 
 
 def _figure(**kwargs):
@@ -23,8 +24,20 @@ def _figure(**kwargs):
     return fig
 
 
-def class_name(slug: str) -> str:
-    return BY_SLUG[slug].name if slug in BY_SLUG else str(slug)
+def wrapped(text: str, width_in: float, fontsize: float = 10) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points.
+
+    Captions that name the model are long; matplotlib does not wrap, and a saved figure clips
+    whatever runs past its edge.
+    """
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize)))
+    return textwrap.fill(str(text), chars)
+
+
+def _title(ax, text: str, fontsize: float = 10) -> None:
+    if text:
+        width = ax.figure.get_figwidth() * ax.get_position().width
+        ax.set_title(wrapped(text, width, fontsize), fontsize=fontsize)
 
 
 def duration_histogram(recordings: pd.DataFrame, bins: int = 30):
@@ -39,24 +52,37 @@ def duration_histogram(recordings: pd.DataFrame, bins: int = 30):
     return fig
 
 
-def spectrogram_grid(examples: Sequence[tuple[str, np.ndarray]], sr: int, ncols: int = 4):
-    """Log-mel spectrograms of ``(title, waveform)`` pairs on one grid (one example per class)."""
+def spectrogram_grid(examples: Sequence[tuple[str, np.ndarray]], sr: int, ncols: int = 4,
+                     top_db: float = 80.0):
+    """Log-mel spectrograms of ``(title, waveform)`` pairs on one grid (one example per class).
+
+    Each panel is in dB relative to its own loudest bin (so quiet and loud clips are both
+    readable) on one shared colour scale of ``top_db`` dB; time in s, frequency in Hz on a mel axis.
+    """
     import librosa
     import librosa.display
 
     n = len(examples)
+    ncols = max(1, min(ncols, n))
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig = _figure(figsize=(3.2 * ncols, 2.2 * nrows))
+    fig = _figure(figsize=(3.2 * ncols + 1.0, 2.4 * nrows + 0.3))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, (title, x) in zip(axes, examples):
+    mesh = None
+    for i, (ax, (title, x)) in enumerate(zip(axes, examples)):
         mel = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=2048, hop_length=512, n_mels=64)
-        librosa.display.specshow(librosa.power_to_db(mel, ref=np.max), sr=sr, hop_length=512,
-                                 x_axis="time", y_axis="mel", ax=ax)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
+        db = librosa.power_to_db(mel, ref=np.max, top_db=top_db)
+        mesh = librosa.display.specshow(db, sr=sr, hop_length=512, x_axis="s", y_axis="mel", ax=ax,
+                                        vmin=-top_db, vmax=0.0, cmap="magma")
+        _title(ax, title, 9)
+        ax.set_xlabel("time (s)", fontsize=8)
+        ax.set_ylabel("frequency (Hz)" if i % ncols == 0 else "", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in axes[n:]:
         ax.set_axis_off()
+    if mesh is not None:
+        cbar = fig.colorbar(mesh, ax=axes[:n].tolist(), shrink=0.8, format="%+.0f")
+        cbar.set_label("level (dB re. the clip's loudest bin)", fontsize=8)
+        cbar.ax.tick_params(labelsize=7)
     return fig
 
 
@@ -69,7 +95,7 @@ def per_class_accuracy(table: pd.DataFrame, title: str = ""):
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%)")
-    ax.set_title(title)
+    _title(ax, title)
     return fig
 
 
@@ -104,7 +130,7 @@ def confusion_heatmaps(matrices: Sequence[tuple[str, pd.DataFrame]]):
                     cbar_kws={"label": "% of true class", "shrink": 0.6},
                     xticklabels=[class_name(c) for c in cm.columns],
                     yticklabels=[class_name(c) for c in cm.index])
-        ax.set_title(title)
+        _title(ax, title)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.tick_params(labelsize=7)
@@ -142,5 +168,5 @@ def accuracy_vs_length(results: pd.DataFrame, paper_zeroshot: pd.DataFrame | Non
     ax.set_xticks(sorted(ticks))
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title, fontsize=9)
+    _title(ax, title, 9)
     return fig

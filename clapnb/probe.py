@@ -13,7 +13,7 @@ import io as _io
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,10 @@ from clapnb.segments import SPLITS
 from clapnb.taxonomy import SLUGS
 
 PROBE_FORMAT = "clapnb-probe/1"
+#: Epochs between two progress lines (the first, the last and a stop are always reported).
+PROGRESS_EVERY = 10
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ def check_features(X: np.ndarray, what: str = "features") -> np.ndarray:
 
 def train_probe(X_train: np.ndarray, y_train: np.ndarray, X_es: np.ndarray, y_es: np.ndarray,
                 classes: Sequence[str], config: ProbeConfig = ProbeConfig(),
-                monitor: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> TrainResult:
+                monitor: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                progress: Progress | None = None) -> TrainResult:
     """Train one linear layer with Adam and early stopping on ``(X_es, y_es)`` accuracy.
 
     ``y_*`` are integer indices into ``classes``. ``monitor`` adds curves for other sets
@@ -200,7 +205,13 @@ def train_probe(X_train: np.ndarray, y_train: np.ndarray, X_es: np.ndarray, y_es
                 row[f"{name}_loss"] = float(loss_fn(out, y))
                 row[f"{name}_accuracy"] = float((out.argmax(1) == y).float().mean())
         rows.append(row)
-        if stopper.step(row["early_stop_accuracy"], copy.deepcopy(head.state_dict())):
+        stop = stopper.step(row["early_stop_accuracy"], copy.deepcopy(head.state_dict()))
+        if progress and (stop or epoch == 1 or epoch % PROGRESS_EVERY == 0 or epoch == config.max_epochs):
+            progress(f"epoch {epoch:>3}/{config.max_epochs}: train loss {row['train_loss']:.3f}, "
+                     f"early-stop accuracy {100 * row['early_stop_accuracy']:.1f} % (best "
+                     f"{100 * stopper.best_score:.1f} % at epoch {stopper.best_epoch})"
+                     + (f"; no gain for {config.patience} epochs, stopping" if stop else ""))
+        if stop:
             stopped = True
             break
     best = stopper.best_state
@@ -236,8 +247,8 @@ def grid_configs(base: ProbeConfig, grid: dict[str, list] | None) -> list[ProbeC
 
 
 def select_and_train(data: dict[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str],
-                     config: ProbeConfig = ProbeConfig(), grid: dict[str, list] | None = None
-                     ) -> tuple[TrainResult, pd.DataFrame]:
+                     config: ProbeConfig = ProbeConfig(), grid: dict[str, list] | None = None,
+                     progress: Progress | None = None) -> tuple[TrainResult, pd.DataFrame]:
     """Train one probe per grid point; keep the best on validation (accuracy, then lower loss).
 
     ``data`` maps split name -> (X, y) and must hold train, early_stop and validation.
@@ -248,9 +259,15 @@ def select_and_train(data: dict[str, tuple[np.ndarray, np.ndarray]], classes: Se
             raise InputError(f"the '{split}' split is empty: the probe needs train, early_stop "
                              "and validation segments")
     results, rows = [], []
-    for cfg in grid_configs(config, grid):
+    configs = grid_configs(config, grid)
+    for i, cfg in enumerate(configs, 1):
+        step = progress
+        if progress and grid:
+            chosen = {k: getattr(cfg, k) for k in grid}
+            progress(f"grid point {i}/{len(configs)}: {chosen}")
+            step = (lambda line: progress(f"  {line}"))
         res = train_probe(*data["train"], *data["early_stop"], classes, cfg,
-                          monitor={"validation": data["validation"]})
+                          monitor={"validation": data["validation"]}, progress=step)
         best = res.history.loc[res.history["epoch"] == res.best_epoch].iloc[0]
         results.append(res)
         rows.append({**asdict(cfg), "validation_accuracy": best["validation_accuracy"],
@@ -362,8 +379,12 @@ def probe_classes(present: Sequence[str]) -> list[str]:
 
 
 def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
-              grid: dict[str, list] | None = None, *, ci_seed: int | None = None) -> dict:
-    """Train and evaluate the probe on a run folder; writes probe.json, probe.pt and predictions."""
+              grid: dict[str, list] | None = None, *, ci_seed: int | None = None,
+              progress: Progress | None = None) -> dict:
+    """Train and evaluate the probe on a run folder; writes probe.json, probe.pt and predictions.
+
+    ``progress``: called with one line per step and every few epochs (e.g. ``print`` to stderr).
+    """
     from clapnb.embeddings import load_run_embeddings
 
     run_dir = Path(run_dir)
@@ -387,13 +408,19 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
     y = segments["class"].map(index).to_numpy()
     masks = {s: (segments["split"] == s).to_numpy() for s in SPLITS}
     data = {s: (X[m], y[m]) for s, m in masks.items()}
-    result, grid_table = select_and_train(data, classes, config, grid)
+    if progress:
+        sizes_text = ", ".join(f"{s} {int(m.sum())}" for s, m in masks.items())
+        progress(f"training nn.Linear({X.shape[1]}, {len(classes)}) on {run_dir} ({sizes_text} segments)")
+    result, grid_table = select_and_train(data, classes, config, grid, progress)
     meta = dict(emb.meta.get("backbone", emb.meta))
     probe = result.probe
     probe.backbone = meta
     probe.length_s = float(segments["length_s"].iloc[0]) if "length_s" in segments else None
 
     seed = probe.config.seed if ci_seed is None else ci_seed
+    if progress:
+        progress(f"best epoch {result.best_epoch} of {result.epochs_run}; evaluating every split "
+                 "(bootstrap 95 % intervals over recordings)")
     logits = probe.logits(X)
     per_split = {}
     for s, m in masks.items():

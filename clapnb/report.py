@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from clapnb.taxonomy import class_name
+
 #: Paper Table 2: zero-shot CLAP 2023 on the validation set, in the paper's order (best first).
 PAPER_TABLE2 = pd.DataFrame({
     "length_s": [4, 7, 8, 3, 9, 10, 5, 6, 2, 1],
@@ -197,6 +199,28 @@ def not_applicable_note(meta: Mapping) -> str:
             f"{meta.get('backbone')}: it has no text encoder. Table 2 shows n/a for our columns.\n:::\n")
 
 
+def zeroshot_note(record: Mapping) -> str:
+    """The one note a backbone without a text encoder gets instead of zero-shot results (Markdown).
+
+    ``record``: a ``zeroshot.json`` record (``applicable``, ``reason``, ``backbone``) or
+    :func:`run_meta` of a run; ``''`` when zero-shot applies. The book puts it once on the
+    zero-shot chapter page (and leaves out the per-length pages); a notebook shows it and stops.
+    """
+    if "applicable" in record:
+        if record["applicable"]:
+            return ""
+        b = record.get("backbone")
+        name = b.get("name") if isinstance(b, Mapping) else b
+    else:
+        if all(record.get("zeroshot_applicable_all", [True])):
+            return ""
+        name = record.get("backbone")
+    return (f":::{{admonition}} Zero-shot: not applicable\n:class: note\n\nBackbone `{name}` has no text encoder, so there are no "
+            "class prompts to compare segments with and no zero-shot result at any length. Its "
+            "embeddings are still evaluated by the linear probe and in the confusion analysis; Table 2 "
+            "on the Results page shows n/a for our columns.\n:::\n")
+
+
 def run_meta(results: pd.DataFrame) -> dict:
     """What a run's rows share (backbone, weights, fingerprints); mixed values are listed."""
     meta: dict = {}
@@ -280,7 +304,7 @@ def recordings_summary(recordings: pd.DataFrame) -> pd.DataFrame:
 
         single = single_source_classes(rec)
         t["single source"] = [single.get(c, "") for c in t.index]
-    return t.loc[_slug_order(t.index)].round(1)
+    return display_names(t.loc[_slug_order(t.index)].round(1))
 
 
 def _slug_order(classes) -> list[str]:
@@ -310,7 +334,7 @@ def augmented_share(segments: pd.DataFrame) -> pd.DataFrame:
     """Percentage of augmented segments per class (rows) and length (columns)."""
     t = segments.groupby(["class", "length_s"])["augmented"].mean().mul(100).round(1).unstack("length_s")
     t.columns = [f"{float(c):g} s" for c in t.columns]
-    return t.loc[_slug_order(t.index)]
+    return display_names(t.loc[_slug_order(t.index)])
 
 
 def examples_per_class(recordings: pd.DataFrame) -> pd.DataFrame:
@@ -334,11 +358,47 @@ def record_model(record: Mapping) -> dict:
     return out
 
 
+#: Cell padding and alignment of the tables the notebooks show: a pandas Styler table carries no
+#: class the book theme styles, so without these its cells touch ("80080.00 %" for n=800, 80 %).
+TABLE_STYLES = [
+    {"selector": "th, td", "props": [("padding", "0.3em 0.8em"), ("border-bottom", "1px solid #ddd")]},
+    {"selector": "td", "props": [("text-align", "right")]},
+    {"selector": "th", "props": [("text-align", "left")]},
+    {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"), ("padding", "0.3em 0")]},
+]
+
+
+def display_names(df: pd.DataFrame, columns: Sequence[str] = ("class", "true", "pred")) -> pd.DataFrame:
+    """``df`` with class slugs replaced by display names in ``columns``, the index and the column labels.
+
+    Files and code keep slugs (stable identifiers); tables meant for readers go through this.
+    """
+    out = df.copy()
+    for col in columns:
+        if col in out.columns:
+            out[col] = [class_name(v) for v in out[col]]
+    if not isinstance(out.index, pd.MultiIndex):
+        out.index = pd.Index([class_name(v) for v in out.index], name=out.index.name)
+    if not isinstance(out.columns, pd.MultiIndex):
+        out.columns = pd.Index([class_name(v) for v in out.columns], name=out.columns.name)
+    return out
+
+
+def styled(df: pd.DataFrame, caption: str | None = None, *, uid: str | None = None, index: bool = False):
+    """``df`` as a padded HTML table with display names (and a caption when given)."""
+    styler = display_names(df).style.set_table_styles(TABLE_STYLES).set_table_attributes('class="dataframe"')
+    if caption:
+        styler = styler.set_caption(caption)
+    if uid:
+        styler = styler.set_uuid(uid)
+    styler = styler.format(precision=3, na_rep=NA)
+    return styler if index else styler.hide(axis="index")
+
+
 def captioned(df: pd.DataFrame, what: str, record: Mapping, *, index: bool = False):
     """``df`` as an HTML table whose caption says what it shows and which model produced it."""
-    styler = df.style.set_caption(f"{what} ({describe_model(record_model(record))})")
-    styler = styler.set_uuid(re.sub(r"\W+", "-", what.lower())).format(precision=3, na_rep=NA)
-    return styler if index else styler.hide(axis="index")
+    return styled(df, f"{what} ({describe_model(record_model(record))})",
+                  uid=re.sub(r"\W+", "-", what.lower()), index=index)
 
 
 def split_metrics_table(metrics_by_split: Mapping[str, Mapping], loss_keys: Mapping[str, str]) -> pd.DataFrame:
@@ -415,8 +475,34 @@ def misclassified(predictions: pd.DataFrame, segments: pd.DataFrame, split: str,
 
 
 #: Sample rate of the audio players embedded in notebooks: enough to recognise a sound and keeps
-#: the book small (a 10-s 44.1-kHz player would add ~1.2 MB of base64 per segment).
+#: the book small.
 PLAYER_SR = 16000
+#: Longest audio a player embeds: a user's hour-long recording must not become an hour of base64.
+PLAYER_MAX_S = 10.0
+
+
+def player_bytes(x: np.ndarray, sr: int = PLAYER_SR, max_s: float = PLAYER_MAX_S) -> tuple[bytes, str]:
+    """``x`` (first ``max_s`` s, peak-normalised) encoded for a page: MP3, else 16-bit WAV.
+
+    A 10-s WAV player at 16 kHz is ~430 kB of base64 in the page (and again in any copy of the
+    notebook); MP3 at libsndfile's default quality is ~7 times smaller and every browser plays it.
+    """
+    import io as stdio
+
+    import soundfile as sf
+
+    x = np.asarray(x, dtype=np.float32).reshape(-1)[: int(max_s * sr)]
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 0:
+        x = 0.89 * x / peak  # -1 dBFS: what IPython's Audio(normalize=True) does, minus clipping
+    for fmt, subtype, mime in (("MP3", None, "audio/mpeg"), ("WAV", "PCM_16", "audio/wav")):
+        buf = stdio.BytesIO()
+        try:
+            sf.write(buf, x, sr, format=fmt, subtype=subtype)
+        except (sf.LibsndfileError, ValueError, TypeError):  # a libsndfile built without MP3
+            continue
+        return buf.getvalue(), mime
+    raise RuntimeError("soundfile could write neither MP3 nor WAV")
 
 
 def segment_audio(segments: pd.DataFrame, sr: int = PLAYER_SR) -> list[np.ndarray]:
@@ -429,11 +515,14 @@ def segment_audio(segments: pd.DataFrame, sr: int = PLAYER_SR) -> list[np.ndarra
     return [waves[i] for i in range(len(segments))]
 
 
-def player(x: np.ndarray, sr: int = PLAYER_SR):
-    """An audio player for a notebook (peak-normalised by the browser, like any Audio widget)."""
+def player(x: np.ndarray, sr: int = PLAYER_SR, max_s: float = PLAYER_MAX_S):
+    """An audio player for a notebook: the first ``max_s`` s, peak-normalised, as compact MP3."""
     from IPython.display import Audio
 
-    return Audio(x, rate=sr)
+    data, mime = player_bytes(x, sr, max_s)
+    widget = Audio(data=data)
+    widget.mimetype = mime  # IPython assumes WAV for raw bytes
+    return widget
 
 
 def present_classes(segments: pd.DataFrame) -> list[str]:

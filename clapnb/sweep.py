@@ -34,6 +34,9 @@ from clapnb.errors import ClapnbError, InputError
 from clapnb.shortcuts import canonical_harmonise, parse_harmonise_list
 
 SPLIT_NAMES = ("train", "validation", "early_stop", "test")
+#: The line every final summary of a random-weights run carries.
+RANDOM_WEIGHTS_SUMMARY = ("RANDOM WEIGHTS: this run used the random-weights stand-in; its numbers are a "
+                          "plumbing check, NOT CLAP results")
 PER_LENGTH_NOTEBOOKS = ("02_zero_shot.ipynb", "03_linear_probe.ipynb", "04_confusion.ipynb")
 DATASET_NOTEBOOK = "01_dataset.ipynb"
 KERNEL = "python3"
@@ -516,6 +519,9 @@ class SweepOutcome:
         if self.dataset_error:
             lines.append(f"  dataset notebook failed: {self.dataset_error}")
         n_failed = len(self.failed)
+        if self.results is not None and not self.results.empty and "random_weights" in self.results \
+                and self.results["random_weights"].fillna(False).astype(bool).any():
+            lines.append(f"  {RANDOM_WEIGHTS_SUMMARY}")
         lines.append(f"  {len(self.lengths) - n_failed} of {len(self.lengths)} lengths complete; "
                      + (f"{n_failed} failed (rerun the same command to retry them; completed "
                         "lengths are skipped)" if n_failed else "results in results.json / results.csv"))

@@ -58,6 +58,11 @@ SLUGS: tuple[str, ...] = tuple(c.slug for c in CLASSES)
 #: apart from the 21 classes.
 BACKGROUND = "background"
 
+
+def class_name(slug):
+    """The paper's name of a class slug, for readers (anything that is not a slug comes back unchanged)."""
+    return BY_SLUG[slug].name if isinstance(slug, str) and slug in BY_SLUG else slug
+
 #: Built-in mapping names and their files under ``clapnb/mappings``.
 BUILTIN_MAPPINGS = {"esc50": "esc50.yaml", "urbansound8k": "urbansound8k.yaml"}
 #: ``default`` merges every built-in mapping (labels of ESC-50 and UrbanSound8K do not conflict).

@@ -19,6 +19,7 @@ COMMON = '''\
 data = "auto"                     # auto: ../shared/data/envsounds when present, else the ESC-50 download;
                                   # or a class-folder tree, a manifest CSV, esc50[:PATH], urbansound8k:PATH
 label_column = "label"            # label column of a manifest CSV (data auto sets it)
+path_column = "path"              # path column of a manifest CSV (absolute or relative to the manifest)
 mapping = "default"               # source label -> class: built-in names (esc50, urbansound8k) or YAML files
 drop_unmapped = False             # skip labels the mapping does not know instead of stopping
 drop_empty_classes = False        # leave out classes without a recording in every split

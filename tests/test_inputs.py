@@ -9,8 +9,14 @@ from clapnb import cli
 
 
 @pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """No CLAP checkpoint anywhere and the hub unreachable (what a new user offline has)."""
+def no_weights(tmp_path, monkeypatch, standin_dir):
+    """No CLAP checkpoint anywhere and the hub unreachable (what a new user offline has).
+
+    ``standin_dir`` first: huggingface_hub reads HF_HOME once, at import, and the stand-in's tests
+    later in the session need that first import to see the session's environment, not ours.
+    """
+    import huggingface_hub.constants  # noqa: F401  (imported under the session's HF_HOME)
+
     monkeypatch.delenv("CLAPNB_WEIGHTS", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -187,6 +187,21 @@ def test_file_windows():
 
 # --- real audio: MFCC features of held-out recordings, through the CLI -----------------------
 
+def test_training_reports_progress_lines_that_match_the_history():
+    (Xtr, ytr), (Xes, yes), _ = noisy_problem()
+    cfg = ProbeConfig(lr=5e-2, batch_size=16, patience=5, max_epochs=200, seed=3)
+    lines: list[str] = []
+    res = probe.train_probe(Xtr, ytr, Xes, yes, [f"k{i}" for i in range(5)], cfg, progress=lines.append)
+    h = res.history.set_index("epoch")
+    shown = [int(line.split("/")[0].split()[-1]) for line in lines]
+    assert shown[0] == 1 and shown[-1] == res.epochs_run
+    assert all(e % probe.PROGRESS_EVERY == 0 for e in shown[1:-1]) and len(shown) >= 1 + res.epochs_run // 10
+    assert f"train loss {h.loc[1, 'train_loss']:.3f}" in lines[0]
+    assert lines[-1].endswith("stopping") and f"at epoch {res.best_epoch})" in lines[-1]
+    same = probe.train_probe(Xtr, ytr, Xes, yes, [f"k{i}" for i in range(5)], cfg)
+    np.testing.assert_array_equal(same.probe.weight, res.probe.weight)  # reporting changes nothing
+
+
 LABELS = ["dog", "rooster", "siren", "church_bells", "helicopter", "crickets"]  # ESC-50 only: no source shortcut
 
 
@@ -286,3 +301,20 @@ def test_run_probe_refuses_a_run_without_test_segments(mfcc_run, tmp_path):
     embeddings.embed_run(run, backbones.load_backbone("mfcc"), cache_dir=cache, progress=False)
     with pytest.raises(InputError, match=r"split\(s\) test hold no segments"):
         probe.run_probe(run)
+
+
+def test_probe_command_prints_progress_on_stderr(mfcc_run, tmp_path, capsys):
+    import shutil
+
+    from clapnb.cli import main
+
+    copy = tmp_path / "again"
+    shutil.copytree(mfcc_run, copy)
+    capsys.readouterr()
+    assert main(["probe", "--run", str(copy)]) == 0
+    out = capsys.readouterr()
+    assert "probe: training nn.Linear(" in out.err and "probe: epoch   1/300" in out.err
+    assert "stopping" in out.err and "bootstrap" in out.err
+    assert "epoch" not in out.out.split("\n")[0]  # stdout keeps the summary only
+    assert main(["probe", "--run", str(copy), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

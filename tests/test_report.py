@@ -190,3 +190,72 @@ def test_notebook_tables_are_captioned_with_the_model():
     assert caption.startswith("Linear probe, 4 s (backbone msclap-2023, weights CLAP_weights_2023.pth")
     assert "0123456789ab" in caption and "RANDOM WEIGHTS" in caption
     assert "50.00 %" in html and "[20.0, 80.0]" in html and "1.235" in html
+
+
+# --- what readers see: padded tables, display names, small players --------------------------------
+
+def test_notebook_tables_have_padded_cells_and_display_names():
+    from bs4 import BeautifulSoup
+
+    record = {"backbone": {"name": "mfcc", "fingerprint": "f" * 64}, "random_weights": False}
+    df = pd.DataFrame({"true": ["thunder_fireworks_gunshot", "dogs"], "pred": ["dogs", "bells"], "n": [800, 12]})
+    html = report.captioned(df, "Most confused pairs", record).to_html()
+    soup = BeautifulSoup(html, "html.parser")
+    table = soup.select_one("table")
+    assert "dataframe" in table["class"]  # the class the book theme pads and borders
+    style = soup.select_one("style").get_text()
+    for cell in ("th", "td"):
+        assert re.search(rf"#{table['id']}\s+{cell}\s*{{[^}}]*padding: 0\.3em 0\.8em", style), style
+    cells = [td.get_text(strip=True) for td in table.select("tbody td")]
+    assert cells[:3] == ["Thunder, fireworks and gunshot", "Dogs", "800"]
+    assert not any("_" in c for c in cells)
+
+    cm = pd.DataFrame([[3, 1], [0, 2]], index=pd.Index(["dogs", "bells"], name="class"), columns=["dogs", "bells"])
+    shown = report.display_names(cm)
+    assert shown.index.tolist() == ["Dogs", "Bells"] and shown.columns.tolist() == ["Dogs", "Bells"]
+    assert shown.index.name == "class" and cm.index.tolist() == ["dogs", "bells"]  # the input is untouched
+
+
+def test_dataset_tables_name_classes_as_the_paper_does():
+    rec = pd.DataFrame({"path": ["/a", "/b"], "source": ["E", "E"], "class": ["thunder_fireworks_gunshot", "dogs"],
+                        "duration_s": [5.0, 2.0], "approximate": False})
+    assert report.recordings_summary(rec).index.tolist() == ["Dogs", "Thunder, fireworks and gunshot"]
+    seg = pd.DataFrame({"class": ["dogs", "dogs", "vehicle_passby"], "length_s": [4.0, 4.0, 4.0],
+                        "augmented": [True, False, False]})
+    share = report.augmented_share(seg)
+    assert share.index.tolist() == ["Dogs", "Vehicle pass-by"] and share.loc["Dogs", "4 s"] == 50.0
+
+
+def test_players_are_compressed_capped_and_still_the_sound():
+    import io as stdio
+
+    import soundfile as sf
+
+    from conftest import ENVSOUNDS
+
+    clip = sorted((ENVSOUNDS / "esc50").rglob("*.flac"))[0] if ENVSOUNDS.is_dir() else None
+    if clip is None:
+        pytest.skip("shared clips not found")
+    from clapnb import audio
+
+    x = audio.load(str(clip), report.PLAYER_SR)
+    data, mime = report.player_bytes(x)
+    wav = 44 + 2 * len(x)  # what IPython's Audio embedded before: 16-bit PCM
+    assert mime == "audio/mpeg" and len(data) < wav / 4
+    y, sr = sf.read(stdio.BytesIO(data))
+    assert sr == report.PLAYER_SR and abs(len(y) - len(x)) < 0.05 * sr
+    n = min(len(x), len(y))
+    assert np.corrcoef(x[:n], y[:n])[0, 1] > 0.9  # the same sound, not just any bytes
+    long, _ = report.player_bytes(np.tile(x, 10), max_s=3.0)  # a long recording: only its start
+    assert len(sf.read(stdio.BytesIO(long))[0]) <= 3.05 * sr
+    html = report.player(x)._repr_html_()
+    assert "data:audio/mpeg;base64," in html
+
+
+def test_zero_shot_note_once_for_a_backbone_without_text():
+    meta = report.run_meta(results_frame({2: None, 4: None}, backbone="mfcc"))
+    note = report.zeroshot_note(meta)
+    assert note.startswith(":::{admonition} Zero-shot: not applicable\n:class: note") and "`mfcc` has no text encoder" in note
+    assert report.zeroshot_note(report.run_meta(results_frame({4: 0.5}))) == ""
+    assert "no text encoder" in report.zeroshot_note({"applicable": False, "backbone": {"name": "gfcc"}})
+    assert report.zeroshot_note({"applicable": True}) == ""

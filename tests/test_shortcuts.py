@@ -188,8 +188,8 @@ def test_single_source_classes_are_flagged_in_the_recordings_summary():
                         "approximate": False})
     assert shortcuts.single_source_classes(rec) == {"dogs": "E", "music": "U"}
     t = report.recordings_summary(rec)
-    assert t.loc["dogs", "single source"] == "E" and t.loc["voices", "single source"] == ""
-    assert t.loc["voices", "seconds · U"] == 2 and t.loc["voices", "recordings"] == 2
+    assert t.loc["Dogs", "single source"] == "E" and t.loc["Voices", "single source"] == ""
+    assert t.loc["Voices", "seconds · U"] == 2 and t.loc["Voices", "recordings"] == 2
     assert shortcuts.single_source_classes(rec.assign(source="E")) == {}  # one source: nothing to flag
     assert "single source" not in report.recordings_summary(rec.assign(source="E"))
 

@@ -17,7 +17,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from clapnb import book
 
-    print(book.build(book.assemble(args.run, args.out)))
+    index = book.build(book.assemble(args.run, args.out))
+    print(f"book: {book.size_bytes(index.parent) / 1e6:.1f} MB in {index.parent}", file=sys.stderr)
+    print(index)
     return 0

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                                workers=args.workers)
     m = emb.meta
     speed = f", {m['clips_per_s']:.1f} clips/s" if m["clips_per_s"] else ""
+    random = " [RANDOM WEIGHTS: NOT CLAP EMBEDDINGS]" if backbone.random_weights else ""
     print(f"{m['n_rows']} segments x {emb.X.shape[1]} dims ({backbone.name}, policy {backbone.metadata.get('policy')}, {mode}): "
-          f"{m['n_computed']} computed, {m['n_cached']} from cache{speed}")
+          f"{m['n_computed']} computed, {m['n_cached']} from cache{speed}{random}")
     print(f"wrote {seg_path.parent / 'embeddings.json'} (cache: {m['cache_namespace']})")
     return 0

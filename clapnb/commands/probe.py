@@ -25,12 +25,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=unset, help="seed of initialisation, shuffling and bootstrap (default 0)")
     p.add_argument("--no-standardize", dest="standardize", action="store_false", default=unset,
                    help="feed raw embeddings (default: z-score with train-split statistics)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.add_argument("--grid", default=None,
                    help="hyper-parameter grid selected on validation, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4'")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from dataclasses import fields
     from pathlib import Path
 
@@ -39,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(probe.ProbeConfig) if hasattr(args, f.name)}
     config = probe.ProbeConfig(**given)
     grid = probe.parse_grid(args.grid) if args.grid else None
-    record = probe.run_probe(args.run, config, grid)
+    progress = None if args.no_progress else (lambda line: print(f"probe: {line}", file=sys.stderr, flush=True))
+    record = probe.run_probe(args.run, config, grid, progress=progress)
+    random = " [RANDOM WEIGHTS: NOT CLAP RESULTS]" if record["random_weights"] else ""
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
-    print(f"linear probe on {record['backbone'].get('name')}: {record['head']}")
+    print(f"linear probe on {record['backbone'].get('name')}{random}: {record['head']}")
     if grid:
         chosen = {k: record["config"][k] for k in grid}
         print(f"  grid of {len(record['grid'])} configurations; chosen on validation: {chosen}")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         m = record["metrics"][split]
         ci = m["accuracy_ci"]
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
-              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}")
+              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}{random}")
     if record["classes_without_train_data"]:
         print(f"  note: no training segments for {', '.join(record['classes_without_train_data'])}")
     out = Path(args.run)

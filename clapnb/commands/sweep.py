@@ -73,7 +73,11 @@ def config_from_args(args: argparse.Namespace, **overrides):
 def print_results(results) -> None:
     if results is None or results.empty:
         return
+    from clapnb.sweep import RANDOM_WEIGHTS_SUMMARY
+
     cols = ["length_s", "zeroshot_accuracy", "probe_validation_accuracy", "probe_test_accuracy"]
+    if "random_weights" in results and results["random_weights"].fillna(False).astype(bool).any():
+        print(RANDOM_WEIGHTS_SUMMARY)
     print(results[cols].to_string(index=False, float_format=lambda v: f"{100 * v:.2f} %"))
 
 

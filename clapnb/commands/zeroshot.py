@@ -54,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
         cal = "n/a" if m.get("loss_calibrated") is None else f"{m['loss_calibrated']:.3f}"
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
               f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss paper-style {m['loss_paper_style']:.3f}"
-              f"  calibrated {cal}")
+              f"  calibrated {cal}" + ("  [RANDOM WEIGHTS]" if record["random_weights"] else ""))
     print(f"wrote {out} and {out.with_name('zeroshot_predictions.parquet')}")
     return 0
