@@ -297,6 +297,26 @@ class Measurement:
         return float(sum(h.duration_s for h in self.histories))
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".w64", ".rf64", ".caf")
+
+
+def expand_audio(inputs: list[str]) -> list[str]:
+    """Files as given; a folder becomes its audio files (recursively, sorted by path)."""
+    from pathlib import Path
+
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise InputError(f"--audio {item}: the folder holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(os.fspath(item))
+    return out
+
+
 def check_inputs(paths: list[str]) -> list[tuple[str, int, int, int]]:
     """(path, sample rate, frames, channels) per file; refuses missing files and mixed sample rates."""
     import soundfile as sf
@@ -622,7 +642,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
 
     out = Path(out_dir)
     weighting = check_curve(weighting)
-    infos = check_inputs([os.fspath(a) for a in audio])
+    infos = check_inputs(expand_audio([os.fspath(a) for a in audio]))
     events = read_events(events_path) if events_path else None
     if min_score > 0:
         if events is None or "score" not in events:

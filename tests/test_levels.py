@@ -347,7 +347,7 @@ def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_pa
     truth = scene.compose_scenes(_scene_clips(envsounds, envsounds_meta), tmp_path, cfg, n_scenes=2,
                                  start_time=pd.Timestamp("2024-05-01 12:00:05"))
     files = sorted(truth["file"].unique())
-    rc = main(["levels", "--audio", *files, "--events", str(tmp_path / "truth.csv"), "--exclude", "all",
+    rc = main(["levels", "--audio", str(tmp_path), "--events", str(tmp_path / "truth.csv"), "--exclude", "all",
                "--interval", "10", "--out", str(tmp_path / "out")])
     assert rc == 0
     t = pd.read_csv(tmp_path / "out" / "levels.csv")

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
                     "recordings: LAeq, LAFmax, LA10/50/90 per interval and for the whole measurement, with and "
                     "without the spans of an events table; per event LAE, LAFmax and its contribution. Without "
                     "a calibration every level is in dB re full scale (dBFS), not dB SPL.")
-    p.add_argument("--audio", nargs="+", required=True, metavar="INPUT", help="recordings of one measurement")
+    p.add_argument("--audio", nargs="+", required=True, metavar="INPUT", help="recordings of one measurement (files, or folders searched recursively)")
     p.add_argument("--out", required=True, help="output folder (levels.csv/.parquet, events_levels.csv, levels.json)")
     p.add_argument("--events", help="events table (csv/parquet: file, onset_s, offset_s, class[, score])")
     p.add_argument("--exclude", help="classes whose spans are excluded: 'all' or CLASS,CLASS (needs --events)")
