@@ -84,9 +84,9 @@ def test_dummy_shows_in_every_backbone_choice(dummy, command, capsys):
     assert cli.build_parser().parse_args([command, *given, "--backbone", dummy]).backbone == dummy
 
 
-def test_unregistered_name_is_refused_everywhere(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["embed", "--segments", "x", "--backbone", "band-energies"])
-    assert "invalid choice: 'band-energies'" in capsys.readouterr().err
+def test_unregistered_name_is_refused_everywhere(capsys, tmp_path):
+    for command in (["embed", "--segments", "x"], ["sweep", "--data", str(tmp_path), "--out", str(tmp_path / "r")]):
+        assert cli.main([*command, "--backbone", "band-energies"]) == 2
+        assert "unknown backbone 'band-energies'; choose one of msclap-2023" in capsys.readouterr().err
     with pytest.raises(backbones.InputError, match="unknown backbone 'band-energies'; choose one of msclap-2023"):
         backbones.load_backbone("band-energies")

@@ -32,9 +32,13 @@ def add_mode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_backbone_arguments(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """--backbone (every registered one), --weights and --policy (shared with ``sweep``)."""
+    """--backbone (every registered one), --weights and --policy (shared with ``sweep``).
+
+    The names are checked by :func:`clapnb.backbones.spec` (an InputError: one line, exit 2, naming
+    the registered ones), not by argparse ``choices``, so every command refuses them the same way.
+    """
     default = None if required else backbones.DEFAULT_BACKBONE
-    p.add_argument("--backbone", required=required, default=default, choices=backbones.names(),
+    p.add_argument("--backbone", required=required, default=default,
                    metavar="{" + ",".join(backbones.names()) + "}", help=backbones.choices_help(default))
     by_help: dict[str, list[str]] = {}
     for n, s in backbones.REGISTRY.items():
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from clapnb import agreement, embeddings, inputs, io
 
+    backbones.spec(args.backbone)  # an unknown name: one line naming the registered ones
     seg_path = Path(args.segments)
     problems = inputs.backbone_problems(args.backbone, args.weights)
     if seg_path.name != "segments.parquet" or not seg_path.is_file():
