@@ -108,8 +108,13 @@ def run_fragment(name: str, config: Mapping, meta: Mapping) -> str:
     return "\n".join(x for x in lines if x)
 
 
-def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Lay out the build folder for ``run_dir`` (default ``run_dir/book``) and return it."""
+def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+             detect: str | os.PathLike | None = None, reference: str | os.PathLike | None = None) -> Path:
+    """Lay out the build folder for ``run_dir`` (default ``run_dir/book``) and return it.
+
+    ``detect``: a ``clapnb detect`` folder; adds the Detection page (:mod:`clapnb.detect_book`),
+    evaluated against ``reference`` when given.
+    """
     from clapnb import plots
 
     run_dir = Path(run_dir).resolve()
@@ -164,6 +169,10 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     page = report.results_page(results, figure="accuracy_vs_length.png", failed=failed)
     page += "\n" + shortcuts.results_section([run_dir, *sweep.variant_runs(run_dir)], meta)
     io.atomic_write_text(out / PAGES / "results.md", page)
+    if detect is not None:
+        from clapnb.detect_book import add_detection
+
+        add_detection(out, detect, reference)
     return out
 
 

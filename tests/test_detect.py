@@ -36,7 +36,7 @@ def setup(envsounds, envsounds_meta, tmp_path_factory):
     assert main(["segments", "--data", str(out / "probe.csv"), "--label-column", "original_label",
                  "--background", str(bg), "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
     assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "mfcc",
-                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+                 "--cache", str(out / "cache"), "--policy", "native", "--no-progress"]) == 0
     assert main(["probe", "--run", str(run)]) == 0
     # a loud (30 dB), long (20 s, tiled) siren in a quiet pink-noise background (scene seeds differ from the site's)
     assert main(["scene", "--events", str(out / "sirens.csv"), "--label-column", "original_label", "--duration", "60",
@@ -71,7 +71,7 @@ def test_loud_long_event_found_with_the_right_times_and_exports_agree(setup, det
     assert "background" not in set(ev["class"])
     first = truth.iloc[0]
     hits = ev[(ev["file"] == first["file"]) & (ev["class"] == "sirens_alarms")]
-    # measured: 36.0-57.0 s for a siren at 36.2-56.2 s (1-s grid, 2-s windows)
+    # measured: one 20-s sirens_alarms event for the siren at 36.2-56.2 s (1-s grid, 2-s windows, native policy)
     assert len(hits) == 1
     assert abs(hits["onset_s"].iloc[0] - first["onset_s"]) <= 1.5
     assert abs(hits["offset_s"].iloc[0] - first["offset_s"]) <= 1.5
@@ -119,13 +119,13 @@ def test_interrupted_run_resumes_to_identical_outputs_without_reembedding(setup,
     post = detect.PostConfig(threshold=0.4, merge_gap_s=2.0, min_duration_s=3.0)
     files = sorted(str(p) for p in setup["scenes"].glob("*.wav"))
     ref = detect.detect_files(setup["probe"], files, tmp_path / "ref", post=post, cache_dir=tmp_path / "refcache",
-                              backbone=load_backbone("mfcc"), batch_size=8)
-    crashing = Interrupting(load_backbone("mfcc"), calls=10)  # 59 windows per file, 8 per batch: dies in file 2
+                              backbone=load_backbone("mfcc", policy="native"), batch_size=8)
+    crashing = Interrupting(load_backbone("mfcc", policy="native"), calls=10)  # 59 windows per file, 8 per batch: dies in file 2
     with pytest.raises(KeyboardInterrupt):
         detect.detect_files(setup["probe"], files, tmp_path / "run", post=post, cache_dir=cache, backbone=crashing,
                             batch_size=8)
     assert len(list((tmp_path / "run" / "files").glob("*.parquet"))) == 1  # file 1 finished and kept
-    counting = Interrupting(load_backbone("mfcc"), calls=10 ** 6)
+    counting = Interrupting(load_backbone("mfcc", policy="native"), calls=10 ** 6)
     again = detect.detect_files(setup["probe"], files, tmp_path / "run", post=post, cache_dir=cache,
                                 backbone=counting, batch_size=8)
     st = again.record["files"]
@@ -203,6 +203,28 @@ def test_detection_views_read_the_outputs(setup, detected):
     x, sr = detect_plots.excerpt(truth["file"].iloc[0], 36.0, 40.0)
     assert len(x) == 4 * sr
     assert "background" in detect_plots.banner(record)
+
+
+def test_detection_page_notebook_executes_into_a_book_folder(setup, detected, tmp_path):
+    """`clapnb book --detect` lays out notebook 05 executed on the folder and lists it in the toc."""
+    import nbformat
+    import yaml
+
+    from clapnb import detect_book
+
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "book/index",
+                                                      "chapters": [{"file": "book/results"}]}))
+    nb_path = detect_book.add_detection(tmp_path, detected, setup["scenes"] / "truth.csv",
+                                        parameters={"max_files": 1, "n_top": 1, "show_levels": False})
+    toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
+    assert toc["chapters"][-1] == {"file": "run/05_detection"}
+    nb = nbformat.read(nb_path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # one timeline
+    text = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "event-based F1 (micro)" in text and "sirens_alarms" in text
+    assert nb.cells[0].source.startswith("# Detection")
 
 
 # --- the timeline and post-processing, by hand -------------------------------------------------------

@@ -13,6 +13,10 @@ def register(subparsers) -> None:
                     "as errors. Nothing is re-executed.")
     p.add_argument("--run", required=True, help="run folder written by 'clapnb sweep' (holds results.json)")
     p.add_argument("--out", default=None, help="build folder (default: RUN/book; the HTML goes to OUT/_build/html)")
+    p.add_argument("--detect", default=None, metavar="DIR",
+                   help="add the Detection page: notebook 05 executed on this 'clapnb detect' output folder")
+    p.add_argument("--reference", default=None, metavar="REF",
+                   help="with --detect: reference annotations to evaluate against (CSV, Audacity, Raven)")
     p.set_defaults(func=run)
 
 
@@ -20,8 +24,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from clapnb import book
+    from clapnb.errors import InputError
 
-    index = book.build(book.assemble(args.run, args.out))
+    if args.reference and not args.detect:
+        raise InputError("--reference applies to the Detection page: give --detect DIR too")
+    index = book.build(book.assemble(args.run, args.out, detect=args.detect, reference=args.reference))
     print(f"book: {book.size_bytes(index.parent) / 1e6:.1f} MB in {index.parent}", file=sys.stderr)
     print(index)
     return 0
