@@ -64,9 +64,10 @@ def one(minutes: float, sr: int, tmp: str) -> dict:
             return levels.run_levels([str(wav)], Path(d) / tag, events_path=str(ev_path), exclude="all",
                                      interval_s=min(600.0, seconds), interval_text=None, residual=90)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         res = run("timed")  # timed without tracemalloc (it slows every allocation)
-        wall = time.perf_counter() - t0
+        wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         run("traced")
@@ -74,7 +75,7 @@ def one(minutes: float, sr: int, tmp: str) -> dict:
         tracemalloc.stop()
         size = wav.stat().st_size
         n_int = res["n_intervals"]
-    return {"minutes": minutes, "sample_rate": sr, "wav_mb": size / 2 ** 20, "seconds": wall,
+    return {"minutes": minutes, "sample_rate": sr, "wav_mb": size / 2 ** 20, "seconds": wall, "cpu_seconds": cpu,
             "x_realtime": seconds / wall, "tracemalloc_peak_mb": peak / 2 ** 20,
             "maxrss_mb": rss_after / 1024, "maxrss_before_run_mb": rss_before / 1024, "intervals": n_int}
 
@@ -96,12 +97,13 @@ def main() -> None:
                              capture_output=True, text=True, env=env, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{r['minutes']:g} min @ {r['sample_rate']} Hz ({r['wav_mb']:.0f} MB WAV): {r['seconds']:.1f} s "
-              f"({r['x_realtime']:.0f}x real time), tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MB, "
+        print(f"{r['minutes']:g} min @ {r['sample_rate']} Hz ({r['wav_mb']:.0f} MB WAV): {r['seconds']:.1f} s wall, "
+              f"{r['cpu_seconds']:.1f} s CPU ({r['x_realtime']:.0f}x real time), tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MB, "
               f"max RSS {r['maxrss_mb']:.0f} MB (imports alone {r['maxrss_before_run_mb']:.0f} MB)", flush=True)
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"ratio {b['minutes'] / a['minutes']:g}x the duration: time x{b['seconds'] / a['seconds']:.1f}, "
+        print(f"ratio {b['minutes'] / a['minutes']:g}x the duration: time x{b['seconds'] / a['seconds']:.1f} "
+              f"(CPU x{b['cpu_seconds'] / a['cpu_seconds']:.1f}), "
               f"tracemalloc peak x{b['tracemalloc_peak_mb'] / a['tracemalloc_peak_mb']:.2f}, "
               f"max RSS x{b['maxrss_mb'] / a['maxrss_mb']:.2f}")
 
