@@ -544,7 +544,11 @@ def events_table(m: Measurement, interval_s: float, intervals: pd.DataFrame, *, 
     exclusions when given, or a level): a likely false alarm or a masked event.
     """
     if m.events is None or not len(m.events):
-        return pd.DataFrame()
+        W, unit = m.weighting, m.calibration.unit
+        when = ["start_time", "interval_start"] if m.clock else ["interval_start_s"]
+        return pd.DataFrame(columns=["event_row", "file", "onset_s", "offset_s", "class", "score", *when, "excluded",
+                                     "duration_s", f"L{W}E_{unit}", f"L{W}eq_event_{unit}", f"L{W}Fmax_{unit}",
+                                     "contribution_dB", f"Lres_{unit}", "below_residual"])
     fs = m.histories[0].sample_rate
     off, unit, W = m.calibration.offset_db, m.calibration.unit, m.weighting
     df = steps_frame(m, interval_s)

@@ -373,3 +373,15 @@ def test_channel_is_measured_not_mixed(tmp_path):
     assert abs(lv[0] - 10 * math.log10(0.02)) < 0.01 and abs(lv[1] - 10 * math.log10(0.0002)) < 0.01
     with pytest.raises(InputError, match="--channel 2"):
         levels.measure([path], channel=2)
+
+
+def test_an_empty_events_table_is_fine(tmp_path):
+    path = _write(tmp_path / "quiet.wav", 0.01 * np.random.default_rng(9).standard_normal(4 * FS))
+    ev = tmp_path / "events.csv"
+    _events([]).to_csv(ev, index=False)
+    assert main(["levels", "--audio", path, "--events", str(ev), "--exclude", "all", "--interval", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    t = pd.read_csv(tmp_path / "out" / "levels.csv")
+    assert (t["excluded_pct"] == 0).all() and np.allclose(t["LAeq_excl_dBFS"], t["LAeq_dBFS"])
+    e = pd.read_csv(tmp_path / "out" / "events_levels.csv")
+    assert len(e) == 0 and {"LAE_dBFS", "contribution_dB", "below_residual"} <= set(e.columns)
