@@ -424,6 +424,14 @@ def probe_table(record: Mapping) -> pd.DataFrame:
 
 
 def prompts_table(record: Mapping) -> pd.DataFrame:
+    """The prompts per class; for an as-is record (no prompts) the model labels mapped to each class."""
+    if record.get("method") == "as-is":
+        approx = record.get("approximate") or {}
+        rows = [{"class": c, "model labels mapped": record.get("labels_per_class", {}).get(c),
+                 "note": approx.get(c, "")} for c in record["classes"]]
+        rows += [{"class": c, "model labels mapped": 0, "note": "no label: left out of the as-is evaluation"}
+                 for c in record.get("classes_without_label", [])]
+        return pd.DataFrame(rows)
     return pd.DataFrame([{"class": c, "prompts": " | ".join(p)} for c, p in record["prompts"].items()])
 
 

@@ -23,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
     from clapnb import probe
 
     table = probe.predict_files(args.probe, args.files, device=args.device)
-    classes = probe.load_probe(args.probe).classes
+    loaded = probe.load_probe(args.probe)
+    classes = loaded.classes
+    b = dict(loaded.backbone or {})
+    if b.get("notice"):
+        print(f"backbone {b.get('name')}: {b.get('display_name', '')}; {b['notice']}")
     if table.attrs.get("random_weights"):
         print("WARNING: random-weights stand-in backbone: predictions are meaningless")
     for row in table.itertuples(index=False):

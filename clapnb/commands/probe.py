@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     random = " [RANDOM WEIGHTS: NOT CLAP RESULTS]" if record["random_weights"] else ""
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
-    print(f"linear probe on {record['backbone'].get('name')}{random}: {record['head']}")
+    b = record["backbone"]
+    notice = f" ({b.get('display_name', b.get('name'))}; {b['notice']})" if b.get("notice") else ""
+    print(f"linear probe on {b.get('name')}{notice}{random}: {record['head']}")
     if grid:
         chosen = {k: record["config"][k] for k in grid}
         print(f"  grid of {len(record['grid'])} configurations; chosen on validation: {chosen}")

@@ -1,0 +1,51 @@
+"""Backbones side by side (clapnb.compare): rows per method with their class counts and CIs, the
+as-is label kept, the notices carried, and runs of different data refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from clapnb import compare, io
+from clapnb.errors import InputError
+
+
+def metrics(acc: float, n: int = 40) -> dict:
+    return {s: {"n": n, "accuracy": acc, "accuracy_ci": {"low": acc - 0.1, "high": min(1.0, acc + 0.1)}}
+            for s in ("validation", "test")}
+
+
+def fake_run(root, backbone: dict, probe_acc: float, zs: dict | None, data="d1", lengths=(1, 4)):
+    io.atomic_write_json(root / "results.json", {"rows": [{"length_s": n, "backbone": backbone["name"],
+                                                           "data_fingerprint": data} for n in lengths]})
+    for n in lengths:
+        ldir = root / f"L{n:02d}"
+        io.atomic_write_json(ldir / "probe.json", {"backbone": backbone, "random_weights": False,
+                                                   "classes": ["a", "b", "c", "d"], "metrics": metrics(probe_acc)})
+        io.atomic_write_json(ldir / "zeroshot.json", zs or {"applicable": False, "backbone": backbone})
+    return root
+
+
+def test_side_by_side_rows_labels_and_notice(tmp_path):
+    bn = fake_run(tmp_path / "bn", {"name": "birdnet"}, 0.9,
+                  {"applicable": True, "method": "as-is", "label": "as-is, 2 of 4 classes", "classes": ["a", "b"],
+                   "metrics": metrics(0.7, 20)})
+    mf = fake_run(tmp_path / "mf", {"name": "mfcc"}, 0.55, None)
+    t = compare.comparison([bn, mf])
+    assert len(t) == 2 * 3  # per length: birdnet as-is, birdnet probe, mfcc probe (no zero-shot for mfcc)
+    l4 = t[t["length_s"] == 4].set_index(["backbone", "method"])
+    assert l4.loc[("birdnet", "as-is, 2 of 4 classes"), "classes"] == 2
+    assert l4.loc[("birdnet", "probe"), "test_accuracy"] == pytest.approx(0.9)
+    assert l4.loc[("mfcc", "probe"), "classes"] == 4
+    page = compare.comparison_section([bn, mf])
+    assert page.count(":::{table}") == 2 and "as-is, 2 of 4 classes" in page
+    assert "90.00 % [80.0, 100.0]" in page
+    assert "not CLAP" in page and "CC BY-NC-SA 4.0: non-commercial" in page  # from the registry
+
+
+def test_runs_of_other_data_are_refused(tmp_path):
+    a = fake_run(tmp_path / "a", {"name": "mfcc"}, 0.5, None, data="d1")
+    b = fake_run(tmp_path / "b", {"name": "gfcc"}, 0.5, None, data="d2")
+    with pytest.raises(InputError, match="different data"):
+        compare.comparison([a, b])
+    with pytest.raises(InputError, match="two or more"):
+        compare.comparison([a])
