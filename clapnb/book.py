@@ -109,8 +109,12 @@ def run_fragment(name: str, config: Mapping, meta: Mapping) -> str:
 
 
 def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-             detect: str | os.PathLike | None = None, reference: str | os.PathLike | None = None) -> Path:
+             detect: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
+             compare: list[str | os.PathLike] | None = None) -> Path:
     """Lay out the build folder for ``run_dir`` (default ``run_dir/book``) and return it.
+
+    ``compare``: runs of the same data with other backbones; the Results page gets them side by
+    side with this one (:func:`clapnb.compare.comparison_section`).
 
     ``detect``: a ``clapnb detect`` folder; adds the Detection page (:mod:`clapnb.detect_book`),
     evaluated against ``reference`` when given.
@@ -168,6 +172,10 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     fig.savefig(out / PAGES / "accuracy_vs_length.png", dpi=120)
     page = report.results_page(results, figure="accuracy_vs_length.png", failed=failed)
     page += "\n" + shortcuts.results_section([run_dir, *sweep.variant_runs(run_dir)], meta)
+    if compare:
+        from clapnb.compare import comparison_section
+
+        page += "\n" + comparison_section([run_dir, *compare])
     io.atomic_write_text(out / PAGES / "results.md", page)
     if detect is not None:
         from clapnb.detect_book import add_detection

@@ -181,9 +181,8 @@ def banner(meta: Mapping) -> str:
     if spec is not None and spec.notice and not meta.get("random_weights"):
         asis = ("" if spec.has_text else "It has no text encoder: the zero-shot column holds its own labels "
                 "used as-is, on the classes they cover. ")
-        notice = spec.notice[0].upper() + spec.notice[1:]
         return (f":::{{important}} {spec.display_name}\nThese numbers come from {describe_model(meta)}. "
-                f"{asis}{notice}.\n:::\n")
+                f"{asis}\n:::\n")
     if not meta.get("random_weights"):
         return ""
     return (":::{danger} Random weights: these are NOT CLAP results\n"
@@ -257,6 +256,14 @@ def results_page(results: pd.DataFrame, *, figure: str | None = None,
         parts.append(":::{warning} Incomplete sweep\n" + "\n".join(
             f"- {f.get('length_s')} s: {f.get('error', 'failed')}" for f in failed) + "\n:::\n")
     parts.append(not_applicable_note(meta))
+    from clapnb.backbones import REGISTRY
+
+    spec = REGISTRY.get(str(meta.get("backbone")))
+    if spec is not None and not spec.has_text and any(meta.get("zeroshot_applicable_all", [])):
+        parts.append(f":::{{note}} No zero-shot for {spec.display_name}\nIt has no text encoder. Table 2's "
+                     "column holds its own output labels used **as-is**, mapped to the study classes and "
+                     "evaluated on the classes that have such a label only (the zero-shot page of each length "
+                     "says how many): not comparable with the paper's 21-class zero-shot values.\n:::\n")
     parts.append(
         f":::{{table}} Table 2: zero-shot accuracy and loss on the validation set per audio length, "
         f"sorted by our accuracy as in the paper; ours ({model}) beside the paper's (MS-CLAP 2023). "

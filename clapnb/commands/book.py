@@ -17,6 +17,9 @@ def register(subparsers) -> None:
                    help="add the Detection page: notebook 05 executed on this 'clapnb detect' output folder")
     p.add_argument("--reference", default=None, metavar="REF",
                    help="with --detect: reference annotations to evaluate against (CSV, Audacity, Raven)")
+    p.add_argument("--compare", default=None, metavar="RUN2[,RUN3...]",
+                   help="runs of the same data with other backbones (e.g. a birdnet and an mfcc sweep): the "
+                        "Results page shows them side by side with this one, per length, with CIs")
     p.set_defaults(func=run)
 
 
@@ -28,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reference and not args.detect:
         raise InputError("--reference applies to the Detection page: give --detect DIR too")
-    index = book.build(book.assemble(args.run, args.out, detect=args.detect, reference=args.reference))
+    compare = [c.strip() for c in args.compare.split(",") if c.strip()] if args.compare else None
+    index = book.build(book.assemble(args.run, args.out, detect=args.detect, reference=args.reference,
+                                     compare=compare))
     print(f"book: {book.size_bytes(index.parent) / 1e6:.1f} MB in {index.parent}", file=sys.stderr)
     print(index)
     return 0
