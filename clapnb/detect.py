@@ -106,7 +106,9 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
                 raise InputError(f"{p}: no audio files ({', '.join(AUDIO_SUFFIXES[:4])}, ...) in this folder")
             out.extend(found)
         elif p.suffix.lower() in (".csv", ".tsv") and p.is_file():
-            df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
+            from clapnb.datasets import read_manifest
+
+            df, _ = read_manifest(p, ["path"])
             if "path" not in df.columns:
                 raise InputError(f"{p}: a manifest needs a 'path' column (has {list(df.columns)[:6]})")
             out.extend(str(q if Path(q).is_absolute() else p.parent / q) for q in df["path"].astype(str))

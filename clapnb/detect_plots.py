@@ -74,12 +74,12 @@ def excerpt(path: str, onset_s: float, offset_s: float, sr: int = 22050, max_s: 
     return audio.resample(x.mean(axis=1), sr_in, sr), sr
 
 
-def audio_player(path: str, onset_s: float, offset_s: float, max_s: float = 30.0):
-    """An IPython audio widget of one event (normalised for listening)."""
-    from IPython.display import Audio
+def audio_player(path: str, onset_s: float, offset_s: float):
+    """A compact audio player of one event (its first 10 s, peak-normalised: ``report.player``)."""
+    from clapnb import report
 
-    x, sr = excerpt(path, onset_s, offset_s, max_s=max_s)
-    return Audio(x, rate=sr, normalize=True)
+    x, sr = excerpt(path, onset_s, offset_s, sr=report.PLAYER_SR, max_s=report.PLAYER_MAX_S)
+    return report.player(x, sr)
 
 
 def timeline_figure(record: dict, events: pd.DataFrame, scores: pd.DataFrame, file: str, *,

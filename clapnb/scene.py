@@ -16,11 +16,11 @@ Definitions (stated so that a scene can be rebuilt by hand):
 * if the mix would clip, the whole scene (background and events) is scaled down by one gain,
   recorded in ``scene.json``: SNRs are unchanged.
 
-Scaper (the field's tool) installs with numpy<2 here (with jams, mir_eval, pyloudnorm, pysox and
-soxbindings), but it defines SNR in LUFS (a K-weighted loudness, not the unweighted power ratio
-acousticians compare levels with), needs its own foreground/background folder layout, and pysox
-expects the ``sox`` command-line program, which neither this machine nor CI has; so this small
-composer (one definition, no extra dependencies) is used instead.
+Scaper 1.6.5 (the field's tool) installs with numpy<2 here (a pip dry run adds jams, mir_eval,
+pyloudnorm, sox and soxbindings; scaper uses soxbindings, so no sox program is needed). It is not
+used: its SNR is a difference of LUFS loudness (K-weighted), not the unweighted power ratio that level
+work compares, it wants a folder per label for foreground and background, and its truth comes as JAMS;
+this small composer has one stated definition and no extra dependency.
 """
 
 from __future__ import annotations

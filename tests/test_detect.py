@@ -222,7 +222,7 @@ def test_detection_page_notebook_executes_into_a_book_folder(setup, detected, tm
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # one timeline
-    text = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs for k in ("text/markdown", "text/html"))
     assert "event-based F1 (micro)" in text and "sirens_alarms" in text
     assert nb.cells[0].source.startswith("# Detection")
 

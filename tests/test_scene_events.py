@@ -48,6 +48,17 @@ def test_scene_snr_times_and_seed_are_exact(envsounds, envsounds_meta, tmp_path)
     assert not plan3[["onset_s", "snr_db"]].equals(plan[["onset_s", "snr_db"]])
 
 
+def test_a_site_recording_background_is_tiled_or_cut(tmp_path):
+    site = tmp_path / "site.wav"
+    x = scene.noise(3 * 22050, "brown", -30.0, 7)
+    sf.write(site, x, 22050, subtype="FLOAT")
+    cfg = scene.SceneConfig(duration_s=7.5, n_events=0)
+    bg = scene.background_audio(site, cfg)
+    one = audio.load(site)
+    assert len(bg) == int(7.5 * SR) and np.array_equal(bg[:len(one)], one) and np.array_equal(bg[len(one):2 * len(one)], one)
+    assert len(scene.background_audio(site, scene.SceneConfig(duration_s=1.0, n_events=0))) == SR
+
+
 def test_trim_drops_digital_silence():
     x = np.zeros(SR, dtype=np.float32)
     x[SR // 4:SR // 2] = 0.5
