@@ -110,6 +110,14 @@ def test_another_model_file_has_another_fingerprint(tmp_path, monkeypatch, bn):
     assert (tmp_path / "cache" / "birdnet").is_dir()  # the rewritten copy lives in the cache, keyed by sha256
 
 
+def test_a_file_that_is_not_birdnet_is_refused(tmp_path, monkeypatch, bn):
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "cache"))
+    junk = tmp_path / "model.tflite"
+    junk.write_bytes(b"\x00" * 64 + b"not a model" * 100)
+    with pytest.raises(backbones.InputError, match="not a TensorFlow Lite model"):
+        backbones.load_backbone("birdnet", weights=junk)
+
+
 def test_missing_extra_names_it(monkeypatch):
     import sys
 

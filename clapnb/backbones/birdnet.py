@@ -124,8 +124,13 @@ def _schema():
 def _graph(model_bytes: bytes):
     """(model object tree, main subgraph, index of the classifier op) of a BirdNET flatbuffer."""
     schema = _schema()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    graph = model.subgraphs[0]
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(model_bytes, 0):
+            raise ValueError("no TFL3 file identifier")
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+        graph = model.subgraphs[0]
+    except Exception as exc:  # flatbuffers raises struct/index errors on foreign bytes
+        raise InputError(f"not a TensorFlow Lite model ({exc}); give BirdNET's {MODEL_FILE}") from exc
     logits = int(graph.outputs[0])
     for k, op in enumerate(graph.operators):
         if logits in list(op.outputs):
