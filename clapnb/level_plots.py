@@ -7,13 +7,14 @@ import pandas as pd
 
 
 def laf_history(m, file_index: int = 0, *, exclusion: str | None = None, events: pd.DataFrame | None = None,
-                intervals: pd.DataFrame | None = None, ax=None, title: str | None = None):
+                intervals: pd.DataFrame | None = None, max_s: float | None = None, ax=None, title: str | None = None):
     """LAF of one file over time, excluded spans shaded, event onsets marked, interval LAeq as steps.
 
     ``m``: a :class:`clapnb.levels.Measurement` (``run_levels(...)["measurement"]``); ``exclusion``:
     which of its exclusion sets to shade (``"excl"`` for ``clapnb levels --exclude``); ``events``:
     ``events_levels`` rows to mark (default: the measurement's events for that file); ``intervals``:
-    ``levels`` rows whose LAeq (with and, when present, without exclusions) is drawn as steps.
+    ``levels`` rows whose LAeq (with and, when present, without exclusions) is drawn as steps;
+    ``max_s``: draw only the first ``max_s`` seconds.
     """
     import matplotlib.pyplot as plt
 
@@ -47,6 +48,8 @@ def laf_history(m, file_index: int = 0, *, exclusion: str | None = None, events:
             if col in iv and len(iv):
                 ax.step(np.r_[iv["start_s"], iv["end_s"].iloc[-1]], np.r_[iv[col], iv[col].iloc[-1]],
                         where="post", color=style, lw=1.4, label=lab)
+    if max_s is not None:
+        ax.set_xlim(0, min(max_s, h.duration_s))
     ax.set_xlabel("time from the file's start (s)")
     ax.set_ylabel(f"level ({unit}{'' if m.calibration.calibrated else ', not calibrated'})")
     ax.set_title(title or h.path.rsplit("/", 1)[-1])

@@ -215,15 +215,16 @@ def test_detection_page_notebook_executes_into_a_book_folder(setup, detected, tm
     (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "book/index",
                                                       "chapters": [{"file": "book/results"}]}))
     nb_path = detect_book.add_detection(tmp_path, detected, setup["scenes"] / "truth.csv",
-                                        parameters={"max_files": 1, "n_top": 1, "show_levels": False})
+                                        parameters={"max_files": 1, "n_top": 1, "show_levels": True})
     toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
     assert toc["chapters"][-1] == {"file": "run/05_detection"}
     nb = nbformat.read(nb_path, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # one timeline
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # one timeline, one LAF history
     text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs for k in ("text/markdown", "text/html"))
     assert "event-based F1 (micro)" in text and "sirens_alarms" in text
+    assert "LAeq_excl_dBFS" in text and "LAeq_error_dB" in text and "not a sound pressure level" in text.lower()
     assert nb.cells[0].source.startswith("# Detection")
 
 
