@@ -33,13 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from clapnb.io import FILESYSTEM_ERRNOS, describe_os_error  # after parsing: --help stays fast
+    from clapnb.locks import Terminated, end_children_on_signal
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("clapnb: interrupted; finished work is kept and the next run resumes from it", file=sys.stderr)
-        return 130
+        with end_children_on_signal():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"clapnb: {what}; finished work is kept and the next run resumes from it", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except ClapnbError as exc:
         print(f"clapnb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Where files go (permissions, a read-only or full disk, a file where a folder belongs) is
+        # the user's to fix, not a bug: one line naming the path. Other OS errors keep their traceback.
+        if exc.errno not in FILESYSTEM_ERRNOS:
+            raise
+        print(f"clapnb {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
 
 

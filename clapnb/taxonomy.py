@@ -102,6 +102,11 @@ def _read_mapping_file(path: str) -> dict[str, LabelRule]:
         raise MappingError(f"mapping file {path} does not exist") from exc
     except yaml.YAMLError as exc:
         raise MappingError(f"mapping file {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"mapping file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           "save it as UTF-8") from None
+    except IsADirectoryError:
+        raise MappingError(f"mapping file {path} is a folder; give the YAML file") from None
     labels = doc.get("labels") if isinstance(doc, dict) else None
     if not isinstance(labels, dict):
         raise MappingError(f"mapping file {path} needs a top-level 'labels:' dictionary "
@@ -162,10 +167,20 @@ def map_labels(labels: Iterable[str], mapping: Mapping, drop_unmapped: bool = Fa
     if unknown and not drop_unmapped:
         raise MappingError(
             f"{len(unknown)} label(s) are not in the mapping: {', '.join(unknown)}. "
-            f"Add them to {' or '.join(mapping.files)} (map each to a class slug, or to null to "
-            f"exclude it), pass your own file with --mapping, or use --drop-unmapped to skip them. "
+            f"{_where_to_add(mapping)} (map each to a class slug, or to null to exclude it), "
+            f"or use --drop-unmapped to skip them. "
             f"Valid class slugs: {', '.join(SLUGS)}")
     return [mapping.rules[x].cls if x in mapping.rules else None for x in labels]
+
+
+def _where_to_add(mapping: Mapping) -> str:
+    """Built-in files belong to the installed package (replaced on upgrade): users add to a copy."""
+    builtin = {os.path.normpath(_builtin_path(n)) for n in BUILTIN_MAPPINGS}
+    own = [f for f in mapping.files if os.path.normpath(f) not in builtin]
+    if own:
+        return f"Add them to {' or '.join(own)}"
+    return (f"Copy {' and '.join(mapping.files)} to a file of your own (outside the installed package), add "
+            "them there and pass it with --mapping FILE")
 
 
 def class_index(classes: Sequence[str] = SLUGS) -> dict[str, int]:

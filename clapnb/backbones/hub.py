@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from clapnb import io
 from clapnb.backbones.base import CheckpointError
-from clapnb.errors import ClapnbError
+from clapnb.errors import ClapnbError, torch_load_reason
 
 
 def hub_cache_dir() -> Path:
@@ -90,9 +90,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint that can be loaded safely ({exc}); "
-                              "give the msclap weights file (e.g. CLAP_weights_2023.pth) or rebuild the "
-                              "stand-in with `clapnb standin`") from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint that can be loaded safely "
+                              f"({torch_load_reason(exc)}); it may be damaged or not a checkpoint at all: give "
+                              "the msclap weights file (e.g. CLAP_weights_2023.pth) or rebuild the "
+                              "stand-in with `clapnb standin`") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not obj["model"]:
         kind = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} is a PyTorch file but not a msclap checkpoint: msclap expects "
