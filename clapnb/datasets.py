@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv as csvlib
 import os
+import re
 import shutil
 import tarfile
 import zipfile
@@ -25,7 +26,27 @@ from clapnb import audio, io, taxonomy
 from clapnb.errors import ClapnbError, InputError
 
 COLUMNS = ["path", "source", "label", "class", "approximate", "group", "fold", "duration_s",
-           "sample_rate", "channels", "sha256", "license", "attribution"]
+           "sample_rate", "channels", "sha256", "content_sha256", "channel", "peak_dbfs", "license",
+           "attribution"]
+
+#: A recording whose loudest sample is at or below this level (dB re full scale) is near-silent.
+#: The quietest of the 1200 shared ESC-50/UrbanSound8K clips peaks at -51 dBFS.
+SILENCE_DBFS = -60.0
+#: Shorter recordings are refused: there is no sound event in a few milliseconds, and repeating
+#: them to fill a segment makes a buzz at the repetition rate, not a recording of the class.
+MIN_DURATION_S = 0.05
+#: A stereo file whose channel mean keeps less than a quarter of the channels' energy (opposite
+#: phase) is warned about: the mono mix is not what was recorded; ``channel`` picks one channel.
+MIX_LOSS_WARN_DB = 6.0
+
+#: File-name conventions of the public datasets (file stem, no suffix) -> freesound recording:
+#: ESC-50 ``fold-freesoundID-take-target`` (e.g. 1-31482-A-0), UrbanSound8K
+#: ``fsID-classID-occurrenceID-sliceID`` (e.g. 100032-3-0-0). Clips cut from one freesound
+#: recording must share a group, else they leak between splits.
+NAME_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
+    ("ESC-50", re.compile(r"^[1-5]-(?P<group>\d+)-[A-Z]-\d{1,2}$")),
+    ("UrbanSound8K", re.compile(r"^(?P<group>\d+)-\d-\d+-\d+$")),
+)
 
 #: Official ESC-50 archive (K. J. Piczak). GitHub builds branch archives on the fly, so the bytes
 #: can change when the repository or GitHub's archiver changes.
@@ -73,8 +94,57 @@ def _listed(paths, labels, groups, folds, source, license="", attribution="") ->
     })
 
 
+def compile_group_pattern(pattern: str | None) -> re.Pattern | None:
+    """A user's ``--group-pattern``: a regex searched in each file's name (without suffix)."""
+    if pattern is None or pattern == "":
+        return None
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"--group-pattern {pattern!r} is not a valid regular expression ({exc})") from None
+    if rx.groups == 0:
+        return rx
+    if rx.groups > 1 and "group" not in rx.groupindex:
+        raise InputError(f"--group-pattern {pattern!r} has {rx.groups} groups; name the one that identifies "
+                         "the source recording (?P<group>...), or use one group")
+    return rx
+
+
+def name_groups(paths: list, fallback: list[str], pattern: re.Pattern | None = None
+                ) -> tuple[list[str], dict[str, int]]:
+    """The group of each file from its name: ``pattern`` (the user's), else ESC-50/UrbanSound8K names.
+
+    ``pattern`` is searched in the file's stem; its ``group`` (or only) capture group, else the
+    whole match, is the group (``pattern:<value>``). Names it does not match (counted as
+    ``unmatched``), and every name without a pattern, that follow the ESC-50 or UrbanSound8K
+    conventions get ``freesound:<id>``; the others keep ``fallback`` (counted as ``file``).
+    """
+    groups, counts = [], Counter()
+    for path, fb in zip(paths, fallback):
+        stem = Path(path).stem
+        if pattern is not None:
+            m = pattern.search(stem)
+            if m is not None:
+                value = m.group("group") if "group" in pattern.groupindex else m.group(1 if pattern.groups else 0)
+                groups.append(f"pattern:{value}")
+                counts["pattern"] += 1
+                continue
+            counts["unmatched"] += 1
+        for name, rx in NAME_PATTERNS:
+            m = rx.match(stem)
+            if m:
+                groups.append(f"freesound:{int(m.group('group'))}")
+                counts[name] += 1
+                break
+        else:
+            groups.append(fb)
+            counts["file"] += 1
+    return groups, dict(sorted(counts.items()))
+
+
 def _from_folder(root: Path, source: str | None) -> tuple[pd.DataFrame, list[dict]]:
-    """One sub-folder per label; group = the file's path below ``root`` without its suffix."""
+    """One sub-folder per label; group = the file's path below ``root`` without its suffix
+    (:func:`name_groups` then recognises dataset naming conventions or the user's pattern)."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise InputError(f"--data {root}: the folder has no sub-folders; put each label's recordings "
@@ -203,6 +273,7 @@ def _from_manifest(csv: Path, label_column: str, group_column: str | None,
         groups = _freesound_groups(df["freesound_id"], fallback)
     else:
         groups = fallback
+    default_groups = not (group_column or "group" in df.columns or "freesound_id" in df.columns)
     folds = pd.NA
     if "fold" in df.columns:
         bad = [v for v in df["fold"].dropna() if not (_is_number(v) and float(v).is_integer())]
@@ -219,8 +290,10 @@ def _from_manifest(csv: Path, label_column: str, group_column: str | None,
     else:
         src = csv.parent.name
     lic_col = "license" if "license" in df.columns else "licence" if "licence" in df.columns else None
-    return _listed(paths, df[label_column], groups, folds, src,
-                   df[lic_col] if lic_col else "", df["attribution"] if "attribution" in df.columns else "")
+    listed = _listed(paths, df[label_column], groups, folds, src,
+                     df[lic_col] if lic_col else "", df["attribution"] if "attribution" in df.columns else "")
+    listed.attrs["default_groups"] = default_groups
+    return listed
 
 
 # --- archives ---
@@ -354,42 +427,76 @@ def _from_us8k(root: Path) -> pd.DataFrame:
 
 # --- probing ---
 
-def inspect_file(path: str) -> dict:
-    """Header, content hash and a full decode (NaN check) of one file; raises AudioError if unusable."""
-    if not os.path.isfile(path):
-        raise audio.AudioError(f"{path}: file not found")
-    info = audio.probe(path)
-    audio.decode(path)
-    return {"duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,
-            "sha256": io.file_sha256(path)}
+_PROBED = ["duration_s", "sample_rate", "channels", "sha256", "content_sha256", "channel", "peak_dbfs"]
 
 
-def _inspect_all(listed: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+def inspect_file(path: str, *, channel: str = audio.MIX, silence_dbfs: float | None = SILENCE_DBFS,
+                 min_duration_s: float = MIN_DURATION_S, warnings: list | None = None) -> dict:
+    """Decode one file fully and decide whether it may enter a dataset; raise AudioError if not.
+
+    Refused: missing, unreadable, empty or NaN-holding files; a body clearly shorter than the
+    header promises (truncated: it would otherwise be used as a short recording repeated to
+    fill every segment); fewer than ``min_duration_s`` seconds; digital silence or a peak at or
+    below ``silence_dbfs`` (None keeps silent files). A stereo mix that loses more than
+    :data:`MIX_LOSS_WARN_DB` of the channels' energy is appended to ``warnings``.
+    """
+    channel = audio.canonical_channel(channel)
+    a = audio.analyse(path, channel)
+    if a.truncated:
+        raise audio.AudioError(
+            f"{path}: truncated: the header promises {a.header_frames} samples ({a.header_frames / a.sample_rate:.3f} s) "
+            f"but the file holds {a.frames} ({a.duration_s:.3f} s); copy or export it again")
+    if a.duration_s < min_duration_s:
+        raise audio.AudioError(
+            f"{path}: too short: {a.frames} sample(s) ({a.duration_s * 1000:.1f} ms) at {a.sample_rate} Hz, under "
+            f"the minimum of {min_duration_s:g} s (--min-duration); remove it or lower the minimum")
+    cancel = (a.mix_loss_db is not None and a.mix_loss_db > MIX_LOSS_WARN_DB and channel == audio.MIX)
+    hint = (f" The mono mix of its {a.channels} channels loses {a.mix_loss_db:.0f} dB of their energy (opposite "
+            "phase?): choose a channel with --channel left|right|N." if cancel else "")
+    if silence_dbfs is not None and a.peak_dbfs <= silence_dbfs:
+        what = ("digital silence (every sample is 0)" if a.peak_dbfs == -np.inf else
+                f"near-silent (loudest sample {a.peak_dbfs:.1f} dBFS, at or below the threshold "
+                f"{silence_dbfs:g} dBFS of --silence-threshold)")
+        raise audio.AudioError(f"{path}: {what}; left out (--keep-silent keeps such files).{hint}")
+    if cancel and warnings is not None:
+        warnings.append({"path": path, "reason": f"{path}: stereo mix loses {a.mix_loss_db:.1f} dB of the "
+                                                 f"channels' energy (the channels largely cancel); choose a "
+                                                 f"channel with --channel left|right|N"})
+    return {"duration_s": a.duration_s, "sample_rate": a.sample_rate, "channels": a.channels,
+            "sha256": io.file_sha256(path), "content_sha256": a.content_sha256, "channel": channel,
+            "peak_dbfs": a.peak_dbfs}
+
+
+def _inspect_all(listed: pd.DataFrame, **checks) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     from tqdm.auto import tqdm
 
-    rows, excluded = [], []
+    rows, excluded, warnings = [], [], []
     for path in tqdm(listed["path"], desc="reading recordings", unit="file", disable=None):
         try:
-            rows.append(inspect_file(path))
+            rows.append(inspect_file(path, warnings=warnings, **checks))
         except audio.AudioError as exc:
             rows.append(None)
             excluded.append({"path": path, "reason": str(exc)})
     ok = [r is not None for r in rows]
     table = listed[ok].reset_index(drop=True)
-    probed = pd.DataFrame([r for r in rows if r is not None],
-                          columns=["duration_s", "sample_rate", "channels", "sha256"])
+    probed = pd.DataFrame([r for r in rows if r is not None], columns=_PROBED)
     table = pd.concat([table, probed.reset_index(drop=True)], axis=1)
-    first: dict[str, str] = {}
+    first_bytes: dict[str, str] = {}
+    first_content: dict[str, str] = {}
     keep = []
-    for path, digest in zip(table["path"], table["sha256"]):
-        if digest in first:
-            excluded.append({"path": path, "reason": f"{path}: same bytes as {first[digest]}; "
-                                                     "a duplicate would leak between splits"})
-            keep.append(False)
+    for path, digest, content in zip(table["path"], table["sha256"], table["content_sha256"]):
+        if digest in first_bytes:
+            reason = f"{path}: same bytes as {first_bytes[digest]}; a duplicate would leak between splits"
+        elif content in first_content:
+            reason = (f"{path}: same decoded audio as {first_content[content]} (other bytes: another format or "
+                      "metadata); a duplicate would leak between splits")
         else:
-            first[digest] = path
+            first_bytes[digest], first_content[content] = path, path
             keep.append(True)
-    return table[keep].reset_index(drop=True), excluded
+            continue
+        excluded.append({"path": path, "reason": reason})
+        keep.append(False)
+    return table[keep].reset_index(drop=True), excluded, warnings
 
 
 def _parse_spec(data: str) -> tuple[str, str | None]:
@@ -405,14 +512,25 @@ def _parse_spec(data: str) -> tuple[str, str | None]:
 def load_recordings(data: str, *, label_column: str = "label", mapping=None, drop_unmapped: bool = False,
                     strict: bool = False, group_column: str | None = None, source: str | None = None,
                     cache_dir: str | os.PathLike | None = None,
-                    source_column: str | None = None, path_column: str = "path") -> tuple[pd.DataFrame, dict]:
+                    source_column: str | None = None, path_column: str = "path",
+                    group_pattern: str | None = None,
+                    channel: str = audio.MIX, silence_dbfs: float | None = SILENCE_DBFS,
+                    keep_silent: bool = False,
+                    min_duration_s: float = MIN_DURATION_S) -> tuple[pd.DataFrame, dict]:
     """Build the recordings table from ``data`` and report what was excluded and why.
 
     ``data``: a folder with one sub-folder per label, a manifest CSV, ``esc50`` (download),
     ``esc50:PATH`` or ``urbansound8k:PATH`` (archive or extracted folder). ``mapping``: a
     :class:`clapnb.taxonomy.Mapping`, a spec for :func:`clapnb.taxonomy.load_mapping`, or None for
-    the built-in mappings. Unreadable, empty, NaN-holding, missing and byte-duplicate files are
-    excluded and listed in ``report["excluded"]``; with ``strict`` they raise instead.
+    the built-in mappings. Unreadable, empty, NaN-holding, missing, truncated, too short
+    (``min_duration_s``), silent (peak <= ``silence_dbfs`` dBFS, unless ``keep_silent``) and
+    duplicate files (same bytes or same decoded audio) are excluded and listed in
+    ``report["excluded"]``; with ``strict`` they raise instead. ``report["warnings"]``: stereo
+    files whose mono mix cancels; ``channel`` (``mix``, ``left``, ``right``, N) chooses what is used.
+
+    Groups: a class folder's (and a manifest without a group column's) group is the file, except
+    that ESC-50 / UrbanSound8K file names give ``freesound:<id>``; ``group_pattern`` (a regex
+    searched in each file's name, see :func:`name_groups`) overrides both.
 
     ``source`` of a row (dataset or collection: the unit of the source-shortcut check): a
     manifest's ``source_column``; else ``source`` for every row; else a manifest's ``source`` or
@@ -460,6 +578,14 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
                          f"source {listed['source'].iloc[0]!r}")
     if listed.empty:
         raise InputError(f"--data {data}: no recordings found")
+    rx = compile_group_pattern(group_pattern)
+    grouping: dict[str, int] = {}
+    if kind == "folder" or (kind == "manifest" and listed.attrs.get("default_groups")):
+        groups, grouping = name_groups(listed["path"].tolist(), listed["group"].tolist(), rx)
+        listed["group"] = groups
+    elif rx is not None:
+        raise InputError(f"--group-pattern applies to class folders and manifests without a group column; "
+                         f"{kind} recordings are grouped by their freesound recording already")
 
     if not isinstance(mapping, taxonomy.Mapping):
         mapping = taxonomy.load_mapping(mapping)
@@ -468,7 +594,13 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
     listed["approximate"] = [bool(c is not None and mapping.rules[lab].approximate)
                              for lab, c in zip(listed["label"], classes)]
 
-    table, excluded = _inspect_all(listed)
+    if silence_dbfs is not None and not (isinstance(silence_dbfs, (int, float)) and silence_dbfs < 0):
+        raise InputError(f"--silence-threshold {silence_dbfs!r}: give a level in dBFS below 0, e.g. -60")
+    if not (isinstance(min_duration_s, (int, float)) and min_duration_s >= 0):
+        raise InputError(f"--min-duration {min_duration_s!r}: give a duration in seconds >= 0")
+    table, excluded, warnings = _inspect_all(listed, channel=audio.canonical_channel(channel),
+                                             silence_dbfs=None if keep_silent else silence_dbfs,
+                                             min_duration_s=float(min_duration_s))
     if excluded and strict:
         lines = "\n  ".join(e["reason"] for e in excluded[:20])
         more = f"\n  ... and {len(excluded) - 20} more" if len(excluded) > 20 else ""
@@ -489,6 +621,11 @@ def load_recordings(data: str, *, label_column: str = "label", mapping=None, dro
         "n_in_classes": int(table["class"].notna().sum()),
         "excluded": sorted(excluded, key=lambda e: e["path"]),
         "ignored": ignored,
+        "warnings": sorted(warnings, key=lambda e: e["path"]),
+        "grouping": grouping,
+        "checks": {"channel": audio.canonical_channel(channel), "silence_dbfs": silence_dbfs,
+                   "keep_silent": bool(keep_silent), "min_duration_s": float(min_duration_s),
+                   "group_pattern": group_pattern},
         "unmapped_labels": dict(sorted(unknown.items())),
         "excluded_labels": dict(sorted(nulled.items())),
     }
@@ -595,7 +732,7 @@ def load_background(spec: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     listed = _listed(paths, [BACKGROUND] * len(paths), groups, pd.NA, BACKGROUND)
     listed["class"] = BACKGROUND
     listed["approximate"] = False
-    table, excluded = _inspect_all(listed)
+    table, excluded, warnings = _inspect_all(listed)  # the same checks as load_recordings' defaults
     table = table[COLUMNS].sort_values("path", kind="mergesort").reset_index(drop=True)
     return table, {"background": os.fspath(spec), "n_listed": len(listed), "n_recordings": len(table),
-                   "excluded": excluded}
+                   "excluded": excluded, "warnings": warnings}

@@ -32,7 +32,7 @@ DEFAULT_COUNTS: tuple[int, ...] = (500, 100, 100, 100)
 
 COLUMNS = ["segment_id", "path", "sha256", "source", "label", "class", "approximate", "split", "group",
            "fold", "start_s", "end_s", "length_s", "padded", "augmented", "source_segment", "snr_db",
-           "noise_seed", "lowpass_hz"]
+           "noise_seed", "lowpass_hz", "channel"]
 _NEEDED = ["path", "sha256", "source", "label", "class", "group", "duration_s"]
 
 
@@ -236,6 +236,12 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
         paths = rec.loc[rec["sha256"] == dup.iloc[0], "path"].tolist()
         raise InputError(f"{len(dup)} recording(s) have the same bytes as another, e.g. {' and '.join(paths)}; "
                          "a duplicate would leak between splits, remove it")
+    if "content_sha256" in rec.columns:
+        cdup = rec["content_sha256"][rec["content_sha256"].notna() & rec["content_sha256"].duplicated()]
+        if len(cdup):
+            paths = rec.loc[rec["content_sha256"] == cdup.iloc[0], "path"].tolist()
+            raise InputError(f"{len(cdup)} recording(s) hold the same decoded audio as another, e.g. "
+                             f"{' and '.join(paths)}; a duplicate would leak between splits, remove it")
     bad_dur = rec.loc[~(rec["duration_s"] > 0), "path"].tolist()
     if bad_dur:
         raise InputError(f"{len(bad_dur)} recording(s) have no duration, e.g. {bad_dur[0]}")
@@ -252,14 +258,41 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
     assigned = assigned[~assigned["class"].isin(list(holes))]
     if assigned.empty:
         raise InputError("every class lacks audio in some split; nothing is left to segment")
-    for col, default in (("approximate", False), ("fold", pd.NA)):
+    for col, default in (("approximate", False), ("fold", pd.NA), ("channel", "mix")):
         if col not in assigned.columns:
             assigned = assigned.assign(**{col: default})
     assigned = assigned.assign(fold=assigned["fold"].astype("Int64"), approximate=assigned["approximate"].astype(bool))
     real = cut_segments(assigned, float(length_s), hop_s)
     out = balance(real, counts, seed=seed, snr_db=snr_db)
     out["lowpass_hz"] = np.nan if lowpass_hz is None else float(lowpass_hz)
+    out["channel"] = out["channel"].fillna("mix").astype(str)
     return out[COLUMNS]
+
+
+#: Above these shares :func:`notices` speaks up: most segments repeat a shorter recording, or
+#: most are noisy copies (the counts ask for more than the recordings hold).
+PADDED_NOTICE = 0.5
+AUGMENTED_NOTICE = 0.5
+
+
+def notices(table: pd.DataFrame) -> list[str]:
+    """One-line notices about a segments table a user should know before trusting its numbers."""
+    out = []
+    if not len(table):
+        return out
+    real = table[~table["augmented"].astype(bool)]
+    length = float(table["length_s"].iloc[0])
+    if len(real) and real["padded"].mean() > PADDED_NOTICE:
+        n_pad = int(real["padded"].sum())
+        out.append(f"notice: {n_pad} of {len(real)} real segments ({100 * n_pad / len(real):.0f} %) are longer than "
+                   f"their recording, which repeats to fill {length:g} s; choose a --length up to the typical "
+                   "recording duration" + ("" if n_pad < len(real) else " (every segment is padded)"))
+    aug = float(table["augmented"].mean())
+    if aug > AUGMENTED_NOTICE:
+        out.append(f"notice: {int(table['augmented'].sum())} of {len(table)} segments ({100 * aug:.0f} %) are "
+                   f"noise-augmented copies of {len(real)} real segments: --counts asks for more than the "
+                   "recordings hold; lower --counts or add recordings")
+    return out
 
 
 def table_lowpass(table: pd.DataFrame, explicit: float | None = None) -> float | None:
@@ -299,15 +332,15 @@ def count_table(segments: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(["_c", "_s"]).drop(columns=["_c", "_s"]).reset_index(drop=True)
 
 
-def read_segments(path: str | os.PathLike) -> pd.DataFrame:
+def read_segments(path: str | os.PathLike, *, nullable_int: bool = True) -> pd.DataFrame:
     """Read a segments.parquet with its nullable integer columns (``fold``, ``noise_seed``) as Int64.
 
     Plain ``pd.read_parquet`` turns an integer column with missing values into float64.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    if not os.path.isfile(path):
+        raise InputError(f"{path} does not exist; build it with `clapnb segments`")
+    return io.read_parquet(path, "segments table", "rebuild it with `clapnb segments` (delete it and its "
+                                                   "dataset.json first)", nullable_int=nullable_int)
 
 
 def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> Path:
@@ -324,6 +357,7 @@ def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> 
         "n_segments": int(len(df)),
         "n_augmented": int(df["augmented"].sum()),
         "lowpass_hz": table_lowpass(df),
+        "notices": notices(df),
         "counts": counts,
         "data_fingerprint": info.get("data_fingerprint") or data_fingerprint(df),
         "segments_sha256": io.file_sha256(path),

@@ -153,7 +153,8 @@ def test_manifest_missing_files_are_reported_and_groups_default_to_the_file(tmp_
     assert len(table) == 3 and table["source"].eq("mine").all()
     assert [Path(e["path"]).name for e in report["excluded"]] == ["gone.wav"]
     assert "file not found" in report["excluded"][0]["reason"]
-    assert table["group"].tolist() == [str(Path(p).with_suffix("")) for p in sorted(rows["path"].iloc[:3])]
+    # no group column: ESC-50 file names (fold-freesoundID-take-target) give the freesound recording
+    assert table["group"].tolist() == [f"freesound:{Path(p).stem.split('-')[1]}" for p in sorted(rows["path"].iloc[:3])]
     with pytest.raises(AudioError, match="gone.wav"):
         datasets.load_recordings(str(m), label_column="original_label", strict=True)
     rows.iloc[:3].assign(take=["a", "a", "b"]).to_csv(m, index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from clapnb.errors import InputError
@@ -41,7 +42,23 @@ def register(subparsers) -> None:
     p.add_argument("--mapping", default=None,
                    help="label mapping: built-in name (esc50, urbansound8k, default) or a YAML file")
     p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
-    p.add_argument("--strict", action="store_true", help="fail on unreadable/empty/NaN files instead of skipping them")
+    p.add_argument("--group-pattern", default=None, metavar="REGEX",
+                   help="regex searched in each file name (no suffix) whose (?P<group>...) or only group, else "
+                        "whole match, names the source recording: files of one group never land in two splits. "
+                        "Default: ESC-50 (fold-freesoundID-take-target) and UrbanSound8K "
+                        "(fsID-classID-occurrenceID-sliceID) names give the freesound ID, other files are their own group")
+    p.add_argument("--channel", default="mix", metavar="mix|left|right|N",
+                   help="what a multi-channel file contributes: mix (average of the channels, default), left, "
+                        "right or a 0-based channel number")
+    p.add_argument("--silence-threshold", type=float, default=-60.0, metavar="DBFS",
+                   help="recordings whose loudest sample is at or below this level (dB re full scale) are "
+                        "near-silent and left out, as is digital silence (default -60)")
+    p.add_argument("--keep-silent", action="store_true", help="keep silent and near-silent recordings")
+    p.add_argument("--min-duration", type=float, default=0.05, metavar="S",
+                   help="recordings shorter than this many seconds are left out (default 0.05)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on any file that would be left out (unreadable, empty, NaN, truncated, too short, "
+                        "silent, duplicate) instead of skipping it")
     p.add_argument("--background", default=None, metavar="PATH",
                    help="folder or manifest of the site's residual sound (no spurious events): adds a "
                         "'background' class, trained like the others, never reported as an event by 'clapnb detect'")
@@ -59,21 +76,35 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import datasets, inputs, segments, shortcuts
+    from clapnb import audio, datasets, inputs, io, segments, shortcuts
 
     t0 = time.perf_counter()
     harmonise = shortcuts.canonical_harmonise(args.harmonise_bandwidth)  # fail before reading any file
     inputs.check_inputs(data=args.data, label_column=args.label_column, path_column=args.path_column,
                         group_column=args.group_column, source_column=args.source_column,
                         cache_dir=args.cache_dir)
+    audio.canonical_channel(args.channel)
+    datasets.compile_group_pattern(args.group_pattern)
+    io.writable_dir(args.out, "--out")
     recordings, report = datasets.load_recordings(
         args.data, label_column=args.label_column, mapping=args.mapping, drop_unmapped=args.drop_unmapped,
         strict=args.strict, group_column=args.group_column, cache_dir=args.cache_dir,
-        source_column=args.source_column, path_column=args.path_column)
+        source_column=args.source_column, path_column=args.path_column, group_pattern=args.group_pattern,
+        channel=args.channel, silence_dbfs=args.silence_threshold, keep_silent=args.keep_silent,
+        min_duration_s=args.min_duration)
     for e in report["excluded"][:5]:
         print(f"excluded: {e['reason']}")
     if len(report["excluded"]) > 5:
         print(f"excluded: ... {len(report['excluded']) - 5} more (listed in dataset.json)")
+    for w in report["warnings"]:
+        print(f"warning: {w['reason']}")
+    grouping = report["grouping"]
+    if grouping.get("unmatched"):
+        print(f"warning: --group-pattern matched {grouping.get('pattern', 0)} file name(s), not "
+              f"{grouping['unmatched']}: those are grouped by their dataset name or are their own group")
+    elif any(k in grouping for k in ("ESC-50", "UrbanSound8K")):
+        print("groups from file names: " + ", ".join(f"{grouping[k]} {k}" for k in ("ESC-50", "UrbanSound8K")
+                                                     if k in grouping) + " (freesound recording)")
     if report["unmapped_labels"]:
         print(f"unmapped labels left out: {', '.join(report['unmapped_labels'])}")
     if args.background:
@@ -101,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
         by_class.setdefault(cls, {})[split] = {"recordings": int(r.recordings), "groups": int(r.groups)}
     info = {
         "inputs": {k: report[k] for k in ("data", "kind", "root", "mapping", "n_listed", "n_recordings",
-                                          "n_in_classes", "excluded", "ignored", "unmapped_labels",
-                                          "excluded_labels")} | {"label_column": args.label_column,
-                                                                 "source_column": args.source_column,
-                                                                 "path_column": args.path_column},
+                                          "n_in_classes", "excluded", "ignored", "warnings", "grouping",
+                                          "checks", "unmapped_labels", "excluded_labels")}
+                  | {"label_column": args.label_column, "source_column": args.source_column,
+                     "path_column": args.path_column},
         "parameters": {"length_s": args.length, "counts": dict(zip(segments.SPLITS, args.counts)),
                        "seed": args.seed, "hop_s": args.hop, "snr_db": args.snr_db,
                        "drop_empty_classes": args.drop_empty_classes, "strict": args.strict,
@@ -130,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if single:
         print("classes from a single source (a classifier can recognise the source instead of the sound): "
               + ", ".join(f"{c} ({s})" for c, s in single.items()))
+    for line in segments.notices(seg):
+        print(line, file=sys.stderr)
     print(f"wrote {path} ({len(seg)} segments, {100 * n_aug / max(len(seg), 1):.1f} % augmented) "
           f"and dataset.json in {time.perf_counter() - t0:.1f} s")
     return 0
