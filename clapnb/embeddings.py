@@ -23,6 +23,7 @@ import hashlib
 import io as _io
 import json
 import os
+import sys
 import time
 import zipfile
 from collections import deque
@@ -36,7 +37,7 @@ import pandas as pd
 
 from clapnb import __version__, audio, io
 from clapnb.errors import ClapnbError, InputError
-from clapnb.segments import table_lowpass
+from clapnb.segments import read_segments, table_lowpass
 
 #: Bump when the key or shard layout changes: old caches are then simply not found.
 CACHE_FORMAT = 1
@@ -73,12 +74,16 @@ def _is_augmented(row) -> bool:
 
 
 def _recording_segments(path: str, sha256: str, positions: np.ndarray, bounds: np.ndarray, noise: list,
-                        sr: int, lowpass_hz: float | None, verify_sha256: bool) -> list[tuple[int, np.ndarray]]:
+                        sr: int, lowpass_hz: float | None, verify_sha256: bool,
+                        channel: str = audio.MIX) -> list[tuple[int, np.ndarray]]:
     """All segments of one recording: ``bounds[i]`` = (start_s, end_s), ``noise[i]`` = (snr_db, seed) or None."""
+    if not os.path.lexists(path):
+        raise InputError(f"{path}: the recording is missing (deleted or moved since the segments table was "
+                         "built); put it back, or rebuild the segments with `clapnb segments`")
     if verify_sha256 and os.path.isfile(path) and io.file_sha256(path) != sha256:
         raise InputError(f"{path} changed since the segments table was built (its SHA-256 is no longer "
                          f"{sha256[:12]}...); rebuild the segments with `clapnb segments`")
-    x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz)
+    x = audio.load(path, sr=sr, lowpass_hz=lowpass_hz, channel=channel)
     out = []
     for pos in positions:
         seg = audio.cut(x, sr, bounds[pos, 0], bounds[pos, 1])
@@ -113,6 +118,7 @@ def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpas
     noise = [(float(r["snr_db"]), int(r["noise_seed"])) if _is_augmented(r) else None
              for r in rows.to_dict("records")]
     sha = rows["sha256"].tolist()
+    channels = rows["channel"].fillna(audio.MIX).astype(str).tolist() if "channel" in rows else [audio.MIX] * len(rows)
     groups = iter(rows.groupby("path", sort=False).indices.items())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clapnb-decode") as pool:
         ahead: deque = deque()
@@ -121,7 +127,7 @@ def iter_segment_audio(segments: pd.DataFrame, sr: int = audio.TARGET_SR, lowpas
                 while len(ahead) < workers + 1 and (group := next(groups, None)) is not None:
                     path, positions = group
                     ahead.append(pool.submit(_recording_segments, path, sha[positions[0]], positions, bounds,
-                                             noise, sr, lowpass_hz, verify_sha256))
+                                             noise, sr, lowpass_hz, verify_sha256, channels[positions[0]]))
                 if not ahead:
                     return
                 yield from ahead.popleft().result()
@@ -140,6 +146,9 @@ def segment_keys(segments: pd.DataFrame) -> list[str]:
         aug = _is_augmented(r)
         parts = [r["sha256"], float(r["start_s"]), float(r["end_s"]),
                  float(r["snr_db"]) if aug else None, int(r["noise_seed"]) if aug else None]
+        channel = r.get("channel")
+        if isinstance(channel, str) and channel != audio.MIX:  # the default mix keeps the keys of older tables
+            parts.append(f"channel:{channel}")
         keys.append(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32])
     return keys
 
@@ -156,44 +165,125 @@ def cache_namespace(backbone_meta: dict, lowpass_hz: float | None) -> dict:
     return ns
 
 
+class BadShard(Exception):
+    """A cache shard that fails verification; the message says why."""
+
+
+def shard_checksum(keys: Sequence[str], X: np.ndarray) -> str:
+    """SHA-256 over a shard's keys and its rows' bytes (little-endian float32), written with it."""
+    h = hashlib.sha256()
+    h.update("\n".join(keys).encode("utf-8"))
+    h.update(b"\x00")
+    h.update(np.ascontiguousarray(X, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 class EmbeddingCache:
-    """Shards of (keys, X) in one namespace folder; see the module docstring."""
+    """Shards of (keys, X, checksum) in one namespace folder; see the module docstring.
+
+    Every shard is verified when it is read (a readable ``.npz``, keys and rows that match in
+    number, the namespace's dimension, float32, finite values, and the checksum written with it;
+    shards from before checksums must not hold all-zero rows). A bad shard is moved to
+    ``bad/`` with a one-line notice on stderr and its rows count as missing, so ``embed``
+    recomputes them instead of serving them again.
+    """
 
     def __init__(self, root: str | os.PathLike, namespace: dict):
         self.namespace = namespace
         self.dir = Path(root) / f"{namespace['backbone']}-{io.fingerprint([namespace])}"
         self.dim = int(namespace["dim"])
+        self.moved_aside: list[dict] = []
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
 
+    def read_shard(self, shard: Path) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, X)`` of a verified shard; raises :class:`BadShard` saying what is wrong."""
+        try:
+            size = shard.stat().st_size
+        except OSError as exc:
+            raise BadShard(f"cannot be read ({exc.strerror})") from None
+        if size == 0:
+            raise BadShard("empty file (0 bytes)")
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                names = set(z.files)
+                if not {"keys", "X"} <= names:
+                    raise BadShard(f"lacks {', '.join(sorted({'keys', 'X'} - names))}")
+                keys, X = z["keys"], z["X"]
+                checksum = str(z["sha256"]) if "sha256" in names else None
+        except BadShard:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise BadShard(f"not a readable .npz, probably truncated ({type(exc).__name__})") from None
+        if keys.ndim != 1 or keys.dtype.kind not in "U":
+            raise BadShard(f"keys of dtype {keys.dtype} and shape {keys.shape}, expected strings")
+        if X.ndim != 2 or X.shape[0] != len(keys):
+            raise BadShard(f"{len(keys)} keys but rows of shape {X.shape}")
+        if X.shape[1] != self.dim:
+            raise BadShard(f"rows of dimension {X.shape[1]}, the backbone's is {self.dim}")
+        if X.dtype != np.float32:
+            raise BadShard(f"rows of dtype {X.dtype}, expected float32")
+        if checksum is not None and checksum != shard_checksum(keys.tolist(), X):
+            raise BadShard("checksum mismatch (the rows or keys changed after it was written)")
+        bad = ~np.isfinite(X).all(axis=1)
+        if bad.any():
+            raise BadShard(f"{int(bad.sum())} of {len(X)} rows hold NaN or infinite values")
+        if checksum is None and len(X) and (~X.any(axis=1)).any():
+            raise BadShard(f"{int((~X.any(axis=1)).sum())} of {len(X)} rows are all zeros")
+        return keys, X
+
+    def _move_aside(self, shard: Path, reason: str) -> None:
+        dest = self.dir / "bad" / shard.name
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(shard, dest)
+            where = f"moved to {dest}"
+        except FileNotFoundError:
+            return  # another process moved it aside first
+        except OSError as exc:
+            where = f"left in place ({exc.strerror}: the cache is not writable) and skipped"
+        self.moved_aside.append({"shard": str(shard), "reason": reason})
+        print(f"clapnb: notice: embedding cache shard {shard} is unusable ({reason}); {where}; "
+              "its rows are recomputed", file=sys.stderr, flush=True)
+
     def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """The cached rows among ``keys`` (a corrupt shard is skipped: its rows are recomputed)."""
+        """The cached rows among ``keys``; bad shards are moved aside (their rows count as missing)."""
         wanted = set(keys)
         found: dict[str, np.ndarray] = {}
         for shard in self._shards():
             if len(found) == len(wanted):
                 break
             try:
-                with np.load(shard, allow_pickle=False) as z:
-                    shard_keys = z["keys"]
-                    rows = [i for i, k in enumerate(shard_keys) if k in wanted and k not in found]
-                    if rows:
-                        X = z["X"]
-                        for i in rows:
-                            found[str(shard_keys[i])] = X[i]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                shard_keys, X = self.read_shard(shard)
+            except BadShard as exc:
+                self._move_aside(shard, str(exc))
                 continue
+            for i, k in enumerate(shard_keys.tolist()):
+                if k in wanted and k not in found:
+                    found[k] = X[i]
         return found
+
+    def keys_on_disk(self) -> list[str]:
+        """Every key of every readable shard, repeats included (a key twice is a cache bug)."""
+        out: list[str] = []
+        for shard in self._shards():
+            try:
+                out.extend(self.read_shard(shard)[0].tolist())
+            except BadShard:
+                continue
+        return out
 
     def write(self, keys: Sequence[str], X: np.ndarray) -> Path | None:
         """Write one shard atomically; its name is a hash of its keys (rewriting is idempotent)."""
         if not keys:
             return None
+        keys = list(keys)
+        X = np.ascontiguousarray(X, dtype=np.float32)
         if not (self.dir / "namespace.json").is_file():
             io.atomic_write_json(self.dir / "namespace.json", self.namespace)
         buf = _io.BytesIO()
-        np.savez(buf, keys=np.asarray(list(keys)), X=np.ascontiguousarray(X, dtype=np.float32))
+        np.savez(buf, keys=np.asarray(keys), X=X, sha256=np.asarray(shard_checksum(keys, X)))
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
         return io.atomic_write_bytes(self.dir / f"shard-{name}.npz", buf.getvalue())
 
@@ -251,49 +341,46 @@ def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.
     keys = segment_keys(segments)
     X = np.zeros((len(segments), cache.dim), dtype=np.float32)
     done = np.zeros(len(segments), dtype=bool)
-    cached = cache.lookup(keys)
-    for pos, key in enumerate(keys):
-        if key in cached:
-            X[pos] = cached[key]
-            done[pos] = True
-    n_cached = int(done.sum())
+    computed_here = np.zeros(len(segments), dtype=bool)
 
-    todo_first: dict[str, int] = {}
-    for pos in work_order(segments):
-        if not done[pos]:
-            todo_first.setdefault(keys[pos], int(pos))
-    todo = segments.iloc[list(todo_first.values())]
+    def take(found: dict[str, np.ndarray]) -> None:
+        for pos, key in enumerate(keys):
+            if not done[pos] and key in found:
+                X[pos] = found[key]
+                done[pos] = True
 
-    t0 = time.perf_counter()
-    pending_keys: list[str] = []
-    pending_rows: list[np.ndarray] = []
-    last_flush = time.perf_counter()
+    def compute(todo_first: dict[str, int]) -> None:
+        """Embed one row per key of ``todo_first`` (in work order), flushing shards as it goes."""
+        todo = segments.iloc[list(todo_first.values())]
+        pending_keys: list[str] = []
+        pending_rows: list[np.ndarray] = []
+        last_flush = time.perf_counter()
 
-    def flush() -> None:
-        nonlocal pending_keys, pending_rows, last_flush
-        if pending_keys:
-            cache.write(pending_keys, np.stack(pending_rows))
-        pending_keys, pending_rows, last_flush = [], [], time.perf_counter()
+        def flush() -> None:
+            nonlocal pending_keys, pending_rows, last_flush
+            if pending_keys:
+                cache.write(pending_keys, np.stack(pending_rows))
+            pending_keys, pending_rows, last_flush = [], [], time.perf_counter()
 
-    bar = tqdm(total=len(todo), unit="clip", desc=f"embed {backbone.name}", disable=not progress or not len(todo))
-    try:
-        batch_pos: list[int] = []
-        batch_wav: list[np.ndarray] = []
+        bar = tqdm(total=len(todo), unit="clip", desc=f"embed {backbone.name}", disable=not progress or not len(todo))
+        try:
+            batch_pos: list[int] = []
+            batch_wav: list[np.ndarray] = []
 
-        def run_batch() -> None:
-            E = check_embeddings(backbone.embed_audio(batch_wav), len(batch_wav), cache.dim,
-                                 f"{backbone.name} on segments {segments.loc[batch_pos[:3], 'path'].tolist()}")
-            for p, e in zip(batch_pos, E):
-                X[p] = e
-                pending_keys.append(keys[p])
-                pending_rows.append(e)
-            bar.update(len(batch_pos))
-            batch_pos.clear()
-            batch_wav.clear()
-            if len(pending_keys) >= shard_rows or time.perf_counter() - last_flush >= flush_s:
-                flush()
+            def run_batch() -> None:
+                E = check_embeddings(backbone.embed_audio(batch_wav), len(batch_wav), cache.dim,
+                                     f"{backbone.name} on segments {segments.loc[batch_pos[:3], 'path'].tolist()}")
+                for p, e in zip(batch_pos, E):
+                    X[p] = e
+                    computed_here[p] = True
+                    pending_keys.append(keys[p])
+                    pending_rows.append(e)
+                bar.update(len(batch_pos))
+                batch_pos.clear()
+                batch_wav.clear()
+                if len(pending_keys) >= shard_rows or time.perf_counter() - last_flush >= flush_s:
+                    flush()
 
-        if len(todo):
             positions = todo.index.to_numpy()
             for i, wave in iter_segment_audio(todo, backbone.sample_rate, lowpass_hz, workers=workers):
                 batch_pos.append(int(positions[i]))
@@ -302,23 +389,65 @@ def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.
                     run_batch()
             if batch_wav:
                 run_batch()
-    finally:
-        bar.close()
-        flush()
-    seconds = time.perf_counter() - t0
+        finally:
+            bar.close()
+            flush()
+        rows = {keys[p]: X[p] for p in todo_first.values()}
+        for pos, key in enumerate(keys):
+            if key in rows:
+                X[pos] = rows[key]
+                done[pos] = computed_here[pos] = True
 
-    computed = {keys[p]: X[p] for p in todo_first.values()}
-    for pos, key in enumerate(keys):
-        if not done[pos] and key in computed:
-            X[pos] = computed[key]
+    take(cache.lookup(keys))
+    n_computed = 0
+    t0 = time.perf_counter()
+    if not done.all():
+        # Another process may be embedding the same rows into this cache: claim what this one
+        # computes, skip what others claimed, then wait for them and read their rows.
+        from clapnb import locks
+
+        claims = locks.Claims(cache.dir)
+        told: set[str] = set()
+        while not done.all():
+            with claims.guard():
+                take(cache.lookup([keys[p] for p in np.flatnonzero(~done)]))
+                if done.all():
+                    break
+                busy = claims.others()
+                claimed = set().union(*busy.values()) if busy else set()
+                todo_first: dict[str, int] = {}
+                for pos in work_order(segments):
+                    if not done[pos] and keys[pos] not in claimed:
+                        todo_first.setdefault(keys[pos], int(pos))
+                token = claims.claim(todo_first) if todo_first else None
+            if token is not None:
+                try:
+                    compute(todo_first)
+                    n_computed += len(todo_first)
+                finally:
+                    with claims.guard():
+                        claims.release(token)
+                continue
+            missing = {keys[p] for p in np.flatnonzero(~done)}
+            for other, their_keys in busy.items():
+                if their_keys & missing:
+                    if other not in told:
+                        told.add(other)
+                        print(f"clapnb: notice: waiting for another process (claim {other}) that is embedding "
+                              f"{len(their_keys & missing)} of these rows into {cache.dir}", file=sys.stderr, flush=True)
+                    claims.wait_for(other)
+    seconds = time.perf_counter() - t0
+    n_cached = int((~computed_here).sum())
     meta = {
         "backbone": bmeta, "random_weights": bmeta["random_weights"],
         "cache_dir": str(root.resolve()), "cache_namespace": str(cache.dir.resolve()),
-        "n_rows": len(segments), "n_cached": n_cached, "n_computed": len(todo),
+        "n_rows": len(segments), "n_cached": n_cached, "n_computed": n_computed,
         "batch_size": batch_size, "seconds": round(seconds, 3),
-        "clips_per_s": round(len(todo) / seconds, 3) if len(todo) and seconds > 0 else None,
+        "clips_per_s": round(n_computed / seconds, 3) if n_computed and seconds > 0 else None,
         "x_sha256": hashlib.sha256(X.tobytes()).hexdigest(), "clapnb_version": __version__,
     }
+    if cache.moved_aside:
+        meta["bad_shards"] = cache.moved_aside
     if bmeta["random_weights"]:
         meta["warning"] = RANDOM_WEIGHTS_WARNING
     return EmbeddingSet(X, segments, meta)
@@ -357,11 +486,16 @@ def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathL
     seg_path = run_dir / "segments.parquet"
     if not seg_path.is_file():
         raise InputError(f"{seg_path} does not exist; build it with `clapnb segments` first")
-    segments = pd.read_parquet(seg_path)
-    emb = compute_embeddings(segments, backbone, cache_dir=cache_dir, batch_size=batch_size,
-                             progress=progress, lowpass_hz=lowpass_hz, workers=workers)
-    emb.meta["segments_sha256"] = io.file_sha256(seg_path)
-    io.atomic_write_json(run_dir / "embeddings.json", emb.meta)
+    from clapnb.locks import run_lock
+
+    segments = read_segments(seg_path, nullable_int=False)
+    # One writer of embeddings.json per folder: a second `clapnb embed` here waits, then finds
+    # every row in the cache.
+    with run_lock(run_dir, wait=True, command="clapnb embed"):
+        emb = compute_embeddings(segments, backbone, cache_dir=cache_dir, batch_size=batch_size,
+                                 progress=progress, lowpass_hz=lowpass_hz, workers=workers)
+        emb.meta["segments_sha256"] = io.file_sha256(seg_path)
+        io.atomic_write_json(run_dir / "embeddings.json", emb.meta)
     return emb
 
 
@@ -375,10 +509,13 @@ def load_run_embeddings(run_dir: str | os.PathLike) -> EmbeddingSet:
     if not seg_path.is_file():
         raise InputError(f"{seg_path} does not exist; build it with `clapnb segments`, then {hint[4:]}")
     meta = io.read_json(meta_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("backbone"), dict) or "cache_dir" not in meta:
+        raise InputError(f"{meta_path} is not an embeddings record written by clapnb (no backbone/cache_dir): "
+                         f"delete it and {hint[4:]}")
     if meta.get("segments_sha256") and io.file_sha256(seg_path) != meta["segments_sha256"]:
         raise InputError(f"{seg_path} changed after the embeddings were computed: {hint} again "
                          "(only new segments are computed)")
-    segments = pd.read_parquet(seg_path)
+    segments = read_segments(seg_path, nullable_int=False)
     bmeta = meta["backbone"]
     cache = EmbeddingCache(meta["cache_dir"], cache_namespace(bmeta, bmeta.get("lowpass_hz")))
     keys = segment_keys(segments)

@@ -114,7 +114,7 @@ def reference(clap, segments, tmp_path_factory):
 def test_iter_segment_audio_follows_the_recipe_and_decodes_each_file_once(segments, monkeypatch):
     decoded = []
     real_decode = audio.decode
-    monkeypatch.setattr(audio, "decode", lambda p: decoded.append(p) or real_decode(p))
+    monkeypatch.setattr(audio, "decode", lambda p, *a: decoded.append(p) or real_decode(p, *a))
     got = dict(embeddings.iter_segment_audio(segments, audio.TARGET_SR))
     assert sorted(got) == list(range(len(segments)))
     assert sorted(decoded) == sorted(set(segments["path"]))  # once per recording

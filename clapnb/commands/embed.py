@@ -77,9 +77,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from clapnb import agreement, embeddings, inputs, io
+    from clapnb.segments import read_segments
 
     backbones.spec(args.backbone)  # an unknown name: one line naming the registered ones
     seg_path = Path(args.segments)
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"segments: --segments {seg_path}: expected an existing DIR/segments.parquet "
                         "(build it with `clapnb segments`)")
     else:
-        problems += inputs.audio_problems(pd.read_parquet(seg_path, columns=["path"])["path"], str(seg_path))
+        problems += inputs.audio_problems(read_segments(seg_path)["path"], str(seg_path))  # damaged: one line
     inputs.raise_if_missing(problems)  # weights, segments and their audio named together
     backbone = backbones.load_backbone(args.backbone, weights=args.weights, device=args.device,
                                        policy=args.policy, batch_size=args.batch_size,
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = seg_path.parent / "dataset.json"
         params = io.read_json(dataset).get("parameters", {}) if dataset.is_file() else {}
         seed = int(params.get("seed") or 0)  # the run's seed picks the agreement clips
-        record = agreement.check_agreement(backbone, pd.read_parquet(seg_path),
+        record = agreement.check_agreement(backbone, read_segments(seg_path),
                                            threshold=args.agreement_threshold,
                                            warn_only=args.warn_low_agreement, seed=seed,
                                            lowpass_hz=args.lowpass_hz)

@@ -96,10 +96,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clapnb import inputs, sweep
+    from clapnb.locks import run_lock
 
     config = config_from_args(args)
     inputs.check_run_inputs(config.resolved())  # data and weights together, before any work
-    outcomes = sweep.run_variants(config, args.out, args.harmonise_bandwidth, jobs=args.jobs)
+    with run_lock(args.out, command="clapnb sweep"):  # a second sweep on this --out refuses, naming this one
+        outcomes = sweep.run_variants(config, args.out, args.harmonise_bandwidth, jobs=args.jobs)
     for outcome in outcomes:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)
