@@ -229,6 +229,7 @@ def test_cli_outputs_uncalibrated_dbfs_and_records_everything(tmp_path, capsys):
     rc = main(["levels", "--audio", path, "--events", str(ev_path), "--exclude", "dogs", "--interval", "10s",
                "--residual-percentile", "90", "--start-time-from-name", "%Y%m%d_%H%M%S", "--out", str(out)])
     assert rc == 0
+    assert "whole measurement: LAeq" in capsys.readouterr().out
     t = pd.read_csv(out / "levels.csv")
     assert {"LAeq_dBFS", "LAeq_excl_dBFS", "LA90_excl_dBFS", "excluded_pct", "valid", "start_time"} <= set(t.columns)
     assert not any("SPL" in c for c in t.columns)

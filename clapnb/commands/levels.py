@@ -77,4 +77,11 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda i, n, p: print(f"levels: {i}/{n} {p}", file=sys.stderr))
     print(f"wrote {result['levels_csv']}, {result['events_csv']}, {result['json']} "
           f"({result['n_intervals']} intervals, unit {cal.unit}{'' if cal.calibrated else ': NOT calibrated'})")
+    total = result["table"].query("scope == 'total'").iloc[0]
+    W, u = args.weighting, cal.unit
+    line = f"whole measurement: L{W}eq {total[f'L{W}eq_{u}']:.1f} {u}, L{W}90 {total[f'L{W}90_{u}']:.1f} {u}"
+    if f"L{W}eq_excl_{u}" in total:
+        line += (f"; with the excluded events removed ({total['excluded_pct']:.1f} % of the time): "
+                 f"L{W}eq {total[f'L{W}eq_excl_{u}']:.1f} {u}, L{W}90 {total[f'L{W}90_excl_{u}']:.1f} {u}")
+    print(line)
     return 0
