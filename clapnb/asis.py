@@ -9,11 +9,10 @@ silently with N-class numbers.
 
 Scores: BirdNET's classifier is one linear layer on the embedding, so the mean of its logits over
 a segment's 3-s windows equals the head applied to the stored (mean) embedding; the score of a class
-is the sigmoid (BirdNET's confidence, sensitivity 1) of its best-scoring mapped label. The record has
-the fields of ``zeroshot.json`` (``applicable``, ``backbone``, ``classes``, ``metrics`` per split with
-accuracy and its group-bootstrap CI, ...) plus ``method: "as-is"``; predictions have the columns of
-``zeroshot_predictions.parquet``. :func:`run_asis` writes both under those names, so the zero-shot
-column of the results shows it.
+is the sigmoid (BirdNET's confidence, sensitivity 1) of its best-scoring mapped label. This module
+scores (:func:`score_embeddings`); :func:`clapnb.zeroshot.run_zeroshot` evaluates and writes the
+record (the zero-shot fields plus :attr:`AsIsScores.fields`: ``method: "as-is"``, ``label``, ...)
+and its predictions, so the zero-shot column of the results shows it.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from clapnb import io
+from clapnb.backbones import birdnet
+from clapnb.backbones.hub import weights_sha256
 from clapnb.errors import InputError
 from clapnb.taxonomy import BY_SLUG, SLUGS, MappingError
 
@@ -148,15 +148,19 @@ def asis_label(n_mapped: int, n_classes: int) -> str:
     return f"{METHOD}, {n_mapped} of {n_classes} classes"
 
 
-def evaluate_asis(logits: np.ndarray, segments: pd.DataFrame, mapping: AsIsMapping, *,
-                  backbone_meta: dict | None = None, seed: int = 0) -> tuple[dict, pd.DataFrame]:
-    """The as-is record (``zeroshot.json`` fields + ``method``, ``label``...) and its predictions.
+@dataclass(frozen=True)
+class AsIsScores:
+    """What the as-is baseline predicts from: the segments kept (classes with a label) and their scores."""
 
-    ``logits`` (n, labels) align with ``segments`` rows; rows of classes without a mapped label are
-    left out (counted in ``n_excluded_segments``).
-    """
-    from clapnb.zeroshot import evaluate
+    scores: np.ndarray          # (kept segments, classes) confidences
+    segments: pd.DataFrame      # the kept segments, index reset
+    classes: list[str]          # mapped classes present in the data, taxonomy order
+    fields: dict                # the record's as-is fields (method, label, class counts, mapping ...)
 
+
+def score_segments(logits: np.ndarray, segments: pd.DataFrame, mapping: AsIsMapping,
+                   backbone_meta: dict | None = None) -> AsIsScores:
+    """Scores of the segments whose class has a mapped label (``logits`` align with ``segments``)."""
     segments = segments.reset_index(drop=True)
     if len(logits) != len(segments):
         raise InputError(f"{len(logits)} logit rows for {len(segments)} segments")
@@ -166,19 +170,12 @@ def evaluate_asis(logits: np.ndarray, segments: pd.DataFrame, mapping: AsIsMappi
         raise InputError(f"none of the classes in the data ({', '.join(present)}) has a label in the as-is "
                          f"mapping {mapping.path}; map some of the model's labels to them")
     keep = segments["class"].isin(classes).to_numpy()
-    kept = segments[keep].reset_index(drop=True)
-    scores = class_scores(np.asarray(logits)[keep], mapping, classes)
-    per_split, preds = evaluate(scores, kept, classes, None, seed)
     meta = dict(backbone_meta or {})
-    record = {
-        "applicable": True,
+    fields = {
         "method": METHOD,
         "label": asis_label(len(classes), len(present)),
-        "backbone": meta,
-        "random_weights": bool(meta.get("random_weights", False)),
         "notice": meta.get("notice", ""),
         "mapping": mapping.path,
-        "classes": classes,
         "classes_in_data": present,
         "classes_without_label": [c for c in present if c not in classes],
         "n_mapped_classes": len(classes),
@@ -187,47 +184,32 @@ def evaluate_asis(logits: np.ndarray, segments: pd.DataFrame, mapping: AsIsMappi
         "approximate": {c: note for c, note in mapping.approximate.items() if c in classes},
         "n_excluded_segments": int((~keep).sum()),
         "template": None, "ensemble": False, "class_set": "mappable", "prompts": None, "logit_scale": None,
-        "seed": seed,
-        "scores": "BirdNET confidence (sigmoid of the logit) of each class's best mapped label, in the order "
-                  "of 'classes'",
+        "scores": "confidence (sigmoid of the logit) of each class's best mapped model label, in the order of "
+                  "'classes'",
         "loss_definitions": {"loss_paper_style": "cross-entropy of softmax over the class confidences "
                                                  "(not comparable with CLAP's losses)",
                              "loss_calibrated": "not defined for as-is"},
-        "metrics": per_split,
-        "length_s": float(kept["length_s"].iloc[0]) if "length_s" in kept and len(kept) else None,
     }
-    return record, preds
+    return AsIsScores(class_scores(np.asarray(logits)[keep], mapping, classes),
+                      segments[keep].reset_index(drop=True), classes, fields)
 
 
-def run_asis(run_dir: str | os.PathLike, *, mapping: str | os.PathLike | None = None, seed: int = 0,
-             out_dir: str | os.PathLike | None = None, record_name: str = "zeroshot.json",
-             predictions_name: str = "zeroshot_predictions.parquet") -> dict:
-    """As-is baseline over a run folder's BirdNET embeddings; writes the record and predictions.
+def score_embeddings(emb, mapping: str | os.PathLike | None = None) -> AsIsScores:
+    """As-is scores of an :class:`~clapnb.embeddings.EmbeddingSet` made with BirdNET.
 
     The logits come from the stored embeddings and the classifier head read from the model file the
     embeddings were made with (its SHA-256 is checked): no audio is decoded again.
     """
-    from clapnb.backbones import birdnet
-    from clapnb.backbones.hub import weights_sha256
-    from clapnb.embeddings import load_run_embeddings
-
-    run_dir = Path(run_dir)
-    emb = load_run_embeddings(run_dir)
     meta = dict(emb.meta.get("backbone", emb.meta))
     if meta.get("name") != birdnet.NAME:
-        raise InputError(f"{run_dir}: the as-is baseline needs embeddings of {birdnet.NAME} (a model with its own "
-                         f"labels), these are {meta.get('name')!r}")
+        raise InputError(f"the as-is baseline needs embeddings of {birdnet.NAME} (a model with its own labels), "
+                         f"these are {meta.get('name')!r}")
     model = meta.get("weights_path")
     if not model or not Path(model).is_file():
-        raise InputError(f"{run_dir}: the BirdNET model these embeddings were made with ({model}) is gone; "
-                         "reinstall the birdnet extra or recompute the embeddings")
+        raise InputError(f"the BirdNET model these embeddings were made with ({model}) is gone; reinstall the "
+                         "birdnet extra or recompute the embeddings")
     if meta.get("weights_sha256") and weights_sha256(model) != meta["weights_sha256"]:
-        raise InputError(f"{model} changed since the embeddings of {run_dir} were made; recompute them")
+        raise InputError(f"{model} changed since these embeddings were made; recompute them")
     W, b = birdnet.classifier_head(model)
     logits = emb.X.astype(np.float64) @ W.T.astype(np.float64) + b
-    record, preds = evaluate_asis(logits, emb.segments, load_asis_mapping(birdnet.read_labels(model), mapping),
-                                  backbone_meta=meta, seed=seed)
-    out = Path(out_dir) if out_dir else run_dir
-    io.atomic_write_parquet(out / predictions_name, preds)
-    io.atomic_write_json(out / record_name, record)
-    return record
+    return score_segments(logits, emb.segments, load_asis_mapping(birdnet.read_labels(model), mapping), meta)

@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from clapnb import io
+from clapnb.backbones import REGISTRY
 from clapnb.errors import InputError
+from clapnb.report import _ci, _pct, to_markdown
 
 
 def _length_folder(run: Path, length_s: int) -> Path:
@@ -43,8 +45,6 @@ def _acc(m: dict | None) -> tuple[float | None, float | None, float | None, int 
 
 
 def _who(backbone: dict, random_weights: bool) -> str:
-    from clapnb.backbones import REGISTRY
-
     name = str(backbone.get("name"))
     spec = REGISTRY.get(name)
     text = backbone.get("display_name") or (spec.display_name if spec else name)
@@ -92,8 +92,6 @@ def comparison(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 def comparison_section(run_dirs: Sequence[str | os.PathLike]) -> str:
     """MyST for the Results page: one table per length, then who each backbone is."""
-    from clapnb.report import _ci, _pct, to_markdown
-
     table = comparison(run_dirs)
     parts = ["## Backbones side by side\n",
              "The same data through each backbone's run: the linear probe on its frozen embeddings, and "

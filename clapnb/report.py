@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from clapnb.backbones import REGISTRY
 from clapnb.taxonomy import class_name
 
 #: Paper Table 2: zero-shot CLAP 2023 on the validation set, in the paper's order (best first).
@@ -138,8 +139,6 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def describe_model(meta: Mapping) -> str:
     """Backbone and weights in words, for captions: which model produced these numbers."""
-    from clapnb.backbones import REGISTRY
-
     name = str(meta.get("backbone", "?"))
     fp = str(meta.get("weights_fingerprint") or "")[:12]
     spec = REGISTRY.get(name)
@@ -175,8 +174,6 @@ def describe_model(meta: Mapping) -> str:
 def banner(meta: Mapping) -> str:
     """A MyST ``danger`` admonition for runs made with the random-weights stand-in, an ``important``
     one for a backbone whose registry entry carries a notice (BirdNET: not CLAP, its licence), else ``''``."""
-    from clapnb.backbones import REGISTRY
-
     spec = REGISTRY.get(str(meta.get("backbone", "")))
     if spec is not None and spec.notice and not meta.get("random_weights"):
         asis = ("" if spec.has_text else "It has no text encoder: the zero-shot column holds its own labels "
@@ -256,8 +253,6 @@ def results_page(results: pd.DataFrame, *, figure: str | None = None,
         parts.append(":::{warning} Incomplete sweep\n" + "\n".join(
             f"- {f.get('length_s')} s: {f.get('error', 'failed')}" for f in failed) + "\n:::\n")
     parts.append(not_applicable_note(meta))
-    from clapnb.backbones import REGISTRY
-
     spec = REGISTRY.get(str(meta.get("backbone")))
     if spec is not None and not spec.has_text and any(meta.get("zeroshot_applicable_all", [])):
         parts.append(f":::{{note}} No zero-shot for {spec.display_name}\nIt has no text encoder. Table 2's "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clapnb import io, metrics
+from clapnb import asis, io, metrics
 from clapnb.errors import InputError
 from clapnb.segments import SPLITS
 from clapnb.taxonomy import BY_SLUG, SLUGS
@@ -185,10 +185,8 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
     emb = load_run_embeddings(run_dir)
     meta = dict(emb.meta.get("backbone", emb.meta))
     has_text = backbone.has_text if backbone is not None else bool(meta.get("has_text", False))
-    from clapnb import asis
-
     if not has_text and asis.supported(meta.get("name")):
-        return asis.run_asis(run_dir, mapping=asis_mapping, seed=seed)
+        return _run_asis(run_dir, emb, meta, asis_mapping, seed)
     if not has_text:
         record = not_applicable_record(meta)
         if if_no_text == "raise":
@@ -226,6 +224,19 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
         "metrics": per_split,
         "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None,
     }
+    io.atomic_write_parquet(run_dir / "zeroshot_predictions.parquet", preds)
+    io.atomic_write_json(run_dir / "zeroshot.json", record)
+    return record
+
+
+def _run_asis(run_dir: Path, emb, meta: dict, mapping, seed: int) -> dict:
+    """The as-is baseline (:mod:`clapnb.asis`) evaluated and written like a zero-shot record."""
+    scored = asis.score_embeddings(emb, mapping)
+    per_split, preds = evaluate(scored.scores, scored.segments, scored.classes, None, seed)
+    segments = scored.segments
+    record = {"applicable": True, "backbone": meta, "random_weights": bool(meta.get("random_weights", False)),
+              "classes": scored.classes, **scored.fields, "seed": seed, "metrics": per_split,
+              "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None}
     io.atomic_write_parquet(run_dir / "zeroshot_predictions.parquet", preds)
     io.atomic_write_json(run_dir / "zeroshot.json", record)
     return record
