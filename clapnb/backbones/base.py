@@ -86,6 +86,7 @@ class BackboneSpec:
     notice: str = ""                          # shown wherever its numbers appear (licence, "not CLAP")
     extra: str | None = None                  # pip extra that installs what it needs
     options: dict = field(default_factory=dict)  # backbone-specific load options and their defaults
+    policy_help: str = "msclap = repeat/centre-crop to the model's input length, native = as is"
 
     @property
     def is_clap(self) -> bool:
