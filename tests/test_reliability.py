@@ -537,3 +537,29 @@ def test_sigterm_ends_child_processes(tmp_path):
     else:
         os.kill(pid, signal.SIGKILL)
         pytest.fail("the child outlived its terminated parent")
+
+
+# --- kinds handled before this module: still one line each -----------------------------------------
+
+@pytest.mark.parametrize("argv, command, words", [
+    (["segments", "--data", "{tmp}/nowhere", "--length", "1", "--out", "{tmp}/o"], "segments", ["nowhere"]),
+    (["segments", "--data", "{corpus}", "--length", "0", "--out", "{tmp}/o"], "segments", ["length"]),
+    (["segments", "--data", "{corpus}", "--length", "1", "--out", "{tmp}/o", "--counts", "0,1,1,1"],
+     "segments", ["counts"]),
+    (["segments", "--data", "{corpus}", "--length", "1", "--out", "{tmp}/o", "--harmonise-bandwidth", "x"],
+     "segments", ["harmonise"]),
+    (["segments", "--data", "{tmp}/m.csv", "--length", "1", "--out", "{tmp}/o"], "segments", ["label"]),
+    (["embed", "--segments", "{tmp}/none/segments.parquet", "--backbone", "mfcc"], "embed", ["segments.parquet"]),
+    (["embed", "--segments", "{tmp}/none/segments.parquet", "--backbone", "nope"], "embed", ["nope"]),
+    (["probe", "--run", "{tmp}/none"], "probe", ["embeddings.json"]),
+    (["sweep", "--data", "{corpus}", "--backbone", "mfcc", "--lengths", "3-1", "--out", "{tmp}/r"], "sweep",
+     ["--lengths"]),
+])
+def test_bad_input_already_handled_stays_one_line(corpus, tmp_path, capsys, argv, command, words):
+    (tmp_path / "m.csv").write_text("path,original_label\nx.wav,dog\n", encoding="utf-8")
+    argv = [a.format(tmp=tmp_path, corpus=corpus) for a in argv]
+    rc, _, err = clapnb(argv, capsys)
+    assert rc == 2, err
+    assert f"clapnb {command}: error:" in err or "error:" in err.strip().splitlines()[-1], err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
