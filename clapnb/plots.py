@@ -53,11 +53,13 @@ def duration_histogram(recordings: pd.DataFrame, bins: int = 30):
 
 
 def spectrogram_grid(examples: Sequence[tuple[str, np.ndarray]], sr: int, ncols: int = 4,
-                     top_db: float = 80.0):
+                     top_db: float = 80.0, max_s: float | None = 10.0):
     """Log-mel spectrograms of ``(title, waveform)`` pairs on one grid (one example per class).
 
     Each panel is in dB relative to its own loudest bin (so quiet and loud clips are both
     readable) on one shared colour scale of ``top_db`` dB; time in s, frequency in Hz on a mel axis.
+    Only the first ``max_s`` seconds are drawn (the players hold as much; a user's recording may
+    last hours).
     """
     import librosa
     import librosa.display
@@ -69,6 +71,7 @@ def spectrogram_grid(examples: Sequence[tuple[str, np.ndarray]], sr: int, ncols:
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     mesh = None
     for i, (ax, (title, x)) in enumerate(zip(axes, examples)):
+        x = np.asarray(x, dtype=np.float32)[: int(max_s * sr) if max_s else None]
         mel = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=2048, hop_length=512, n_mels=64)
         db = librosa.power_to_db(mel, ref=np.max, top_db=top_db)
         mesh = librosa.display.specshow(db, sr=sr, hop_length=512, x_axis="s", y_axis="mel", ax=ax,
@@ -81,7 +84,7 @@ def spectrogram_grid(examples: Sequence[tuple[str, np.ndarray]], sr: int, ncols:
         ax.set_axis_off()
     if mesh is not None:
         cbar = fig.colorbar(mesh, ax=axes[:n].tolist(), shrink=0.8, format="%+.0f")
-        cbar.set_label("level (dB re. the clip's loudest bin)", fontsize=8)
+        cbar.set_label("level (dB re. the clip's maximum)", fontsize=8)
         cbar.ax.tick_params(labelsize=7)
     return fig
 

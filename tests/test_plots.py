@@ -48,6 +48,8 @@ def test_spectrograms_have_time_and_frequency_units_and_one_colour_bar():
     assert len(bars) == 1 and "dB" in bars[0].get_ylabel()
     lo, hi = panels[0].collections[0].get_clim()
     assert (lo, hi) == (-80.0, 0.0)  # one scale for every panel, as the single bar says
+    long = plots.spectrogram_grid([("Dogs", np.tile(examples[0][1], 30))], sr)  # a minute: 10 s drawn
+    assert long.axes[0].get_xlim()[1] <= 10.1
 
 
 def test_per_class_plots_show_display_names():
