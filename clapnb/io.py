@@ -25,8 +25,10 @@ FILESYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENO
 
 
 def _named(exc: OSError, path: Path) -> OSError:
-    """``exc`` with the file name set (a failed ``write`` on a full disk carries none)."""
-    if exc.filename is None and exc.errno is not None:
+    """``exc`` naming the file being written: a failed ``write`` on a full disk carries no name, and a
+    failed rename names our temporary file first, which means nothing to the user."""
+    if exc.errno is not None and (exc.filename is None or exc.filename2 is not None
+                                  or Path(str(exc.filename)).name.endswith(".tmp")):
         return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
     return exc
 
@@ -45,9 +47,9 @@ def describe_os_error(exc: OSError) -> str:
         what = ("no space left on the device (or quota exceeded); free some space or choose a folder on "
                 "another disk, then rerun: finished files are kept and no partial file was left")
     elif code == errno.ENOTDIR:
-        what = "a part of this path is a file, not a folder; choose another folder (--out)"
+        what = "a part of this path is a file, not a folder; choose another folder (--out, --cache)"
     elif code == errno.EEXIST:
-        what = "exists and is a file, not a folder; choose another folder (--out) or move the file"
+        what = "exists and is a file, not a folder; choose another folder (--out, --cache) or move the file"
     elif code == errno.EISDIR:
         what = "is a folder where a file was expected"
     else:

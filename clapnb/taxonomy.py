@@ -101,7 +101,7 @@ def _read_mapping_file(path: str) -> dict[str, LabelRule]:
     except FileNotFoundError as exc:
         raise MappingError(f"mapping file {path} does not exist") from exc
     except yaml.YAMLError as exc:
-        raise MappingError(f"mapping file {path} is not valid YAML: {exc}") from exc
+        raise MappingError(f"mapping file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     except UnicodeDecodeError as exc:
         raise MappingError(f"mapping file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                            "save it as UTF-8") from None

@@ -563,3 +563,19 @@ def test_bad_input_already_handled_stays_one_line(corpus, tmp_path, capsys, argv
     assert f"clapnb {command}: error:" in err or "error:" in err.strip().splitlines()[-1], err
     assert all(w in err for w in words), err
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_folder_where_a_file_goes_and_cache_that_is_a_file(run, corpus, tmp_path, capsys):
+    out = tmp_path / "X"
+    (out / "segments.parquet").mkdir(parents=True)
+    rc, _, err = clapnb(["segments", "--data", corpus, "--out", out, *SEG_ARGS], capsys)
+    line = one_line_error(rc, err, "segments", str(out / "segments.parquet"), "EISDIR")
+    assert ".tmp" not in line  # the user's path, not our temporary file
+    r = _copy_run(run, tmp_path)
+    (tmp_path / "cache").write_text("not a folder", encoding="utf-8")
+    rc, _, err = _embed(r, tmp_path / "cache", capsys)
+    one_line_error(rc, err, "embed", str(tmp_path / "cache"), "ENOTDIR", "--cache")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels: [1, 2\n", encoding="utf-8")
+    rc, _, err = clapnb(["segments", "--data", corpus, "--out", tmp_path / "o", "--mapping", bad, *SEG_ARGS], capsys)
+    one_line_error(rc, err, "segments", str(bad), "not valid YAML", "line 1")
