@@ -8,6 +8,7 @@ installs it (scripts/setup.sh), so there a missing extra fails instead of skippi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -108,6 +109,27 @@ def test_another_model_file_has_another_fingerprint(tmp_path, monkeypatch, bn):
     other = backbones.load_backbone("birdnet", weights=copy)
     assert other.metadata["weights_path"] == str(copy.resolve()) and other.fingerprint != bn.fingerprint
     assert (tmp_path / "cache" / "birdnet").is_dir()  # the rewritten copy lives in the cache, keyed by sha256
+
+
+def test_a_read_only_cache_costs_only_the_rewrite(tmp_path, monkeypatch, bn, clips):
+    import stat
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    monkeypatch.setenv("CLAPNB_CACHE", str(ro))
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions: make the write fail another way
+            monkeypatch.setattr(birdnet.io, "atomic_write_bytes", _raise_oserror)
+        b = backbones.load_backbone("birdnet")
+    finally:
+        ro.chmod(stat.S_IRWXU)
+    assert not any(ro.rglob("*.tflite"))
+    np.testing.assert_array_equal(b.embed_audio(clips[:1]), bn.embed_audio(clips[:1]))
+
+
+def _raise_oserror(*args, **kwargs):
+    raise OSError(30, "Read-only file system")
 
 
 def test_a_file_that_is_not_birdnet_is_refused(tmp_path, monkeypatch, bn):

@@ -177,8 +177,14 @@ def rewrite_with_embedding(model_bytes: bytes) -> tuple[bytes, str]:
     return bytes(builder.Output()), _tensor_name(graph, emb)
 
 
-def embedding_model(model_path: str | os.PathLike, model_sha256: str) -> tuple[Path, dict]:
-    """The rewritten model in the clapnb cache (built once per model SHA-256, verified each use)."""
+def embedding_model(model_path: str | os.PathLike, model_sha256: str) -> tuple[Path | bytes, dict]:
+    """The rewritten model in the clapnb cache (built once per model SHA-256, verified each use).
+
+    Where the cache cannot be written (read-only, full) the rewritten bytes are returned instead and
+    used from memory: it costs the rewrite (about a second) in each process, nothing else.
+    """
+    import hashlib
+
     folder = io.cache_dir() / "birdnet" / model_sha256[:32]
     out, record_path = folder / "model_with_embedding.tflite", folder / "rewrite.json"
     if out.is_file() and record_path.is_file():
@@ -190,11 +196,14 @@ def embedding_model(model_path: str | os.PathLike, model_sha256: str) -> tuple[P
                 and record.get("sha256") == io.file_sha256(out)):
             return out, record
     data, emb_name = rewrite_with_embedding(Path(model_path).read_bytes())
-    io.atomic_write_bytes(out, data)
     record = {"source": str(model_path), "source_sha256": model_sha256, "recipe": RECIPE,
-              "sha256": io.file_sha256(out), "embedding_tensor": emb_name,
+              "sha256": hashlib.sha256(data).hexdigest(), "embedding_tensor": emb_name,
               "note": f"a local, rewritten copy of {MODEL_FILE} ({LICENCE}); never redistribute it"}
-    io.atomic_write_json(record_path, record)
+    try:
+        io.atomic_write_bytes(out, data)
+        io.atomic_write_json(record_path, record)
+    except OSError:
+        return data, record
     return out, record
 
 
@@ -252,8 +261,9 @@ class BirdNetBackbone:
                              f"got {self.hop_s}")
         from ai_edge_litert.interpreter import Interpreter  # optional dependency (the birdnet extra)
 
-        path, record = embedding_model(self.model_path, self.model_sha256)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=int(self.threads))
+        model, record = embedding_model(self.model_path, self.model_sha256)
+        source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+        self.interpreter = Interpreter(**source, num_threads=int(self.threads))
         self._outputs: dict[str, int] = {}
         self._rows = 0
         self.fingerprint = io.fingerprint([{"model_sha256": self.model_sha256, "recipe": RECIPE,
