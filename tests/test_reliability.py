@@ -579,3 +579,28 @@ def test_folder_where_a_file_goes_and_cache_that_is_a_file(run, corpus, tmp_path
     bad.write_text("labels: [1, 2\n", encoding="utf-8")
     rc, _, err = clapnb(["segments", "--data", corpus, "--out", tmp_path / "o", "--mapping", bad, *SEG_ARGS], capsys)
     one_line_error(rc, err, "segments", str(bad), "not valid YAML", "line 1")
+
+
+def test_claims_of_a_killed_process_are_dropped_and_its_rows_recomputed(run, tmp_path, capsys):
+    """A process that claimed keys and died (SIGKILL) blocks nobody: its claim is stale, its keys are free."""
+    ns = tmp_path / "ns"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from clapnb.locks import Claims
+        c = Claims({str(ns)!r})
+        with c.guard():
+            c.claim(["k1", "k2"])
+        print("claimed", flush=True)
+        time.sleep(60)
+    """)], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        claims = locks.Claims(ns)
+        with claims.guard():
+            assert list(claims.others().values()) == [{"k1", "k2"}]  # alive: its keys are taken
+    finally:
+        holder.kill()
+        holder.wait()
+    with claims.guard():
+        assert claims.others() == {}  # dead: dropped
+    assert not list((ns / "claims").glob("*.json"))
