@@ -37,6 +37,9 @@ RATE_HZ = 10          # LAF samples (steps) per second
 BLOCK_S = 10.0        # seconds of audio read at once
 MIN_VALID = 0.5       # an interval needs this fraction of its length left after exclusions to be valid
 HOLDOFF_S = 5 * TIME_CONSTANTS["F"]  # after an excluded span, LAF samples still hold its decay
+#: What the percentiles (LA10/50/90) are taken from: the F or S detector at each step's end, or the
+#: step's own LAeq ("eq", no detector memory); the default hold-off after excluded spans is 5 time constants.
+PERCENTILE_BASES = {"F": 5 * TIME_CONSTANTS["F"], "S": 5 * TIME_CONSTANTS["S"], "eq": 0.0}
 CLIP_LEVEL = 0.9999   # |sample| at or above this counts as clipped (PCM full scale is 1 - 2^-15 .. 1)
 INTERVAL_MIN_S, INTERVAL_MAX_S = 1.0, 3600.0
 EVENT_COLUMNS = ("file", "onset_s", "offset_s", "class")
@@ -144,6 +147,7 @@ class FileHistory:
     f_end: np.ndarray             # F-weighted mean square at the step's last sample
     f_max: np.ndarray             # max F-weighted mean square in the step
     s_max: np.ndarray             # max S-weighted mean square in the step
+    s_end: np.ndarray             # S-weighted mean square at the step's last sample
     clipped: np.ndarray           # clipped samples per step
     excl: dict = field(default_factory=dict)     # name -> dict(energy, count, f_masked (bool), f_max)
     events: list = field(default_factory=list)   # per event: dict(steps -> energy, count), f_max
@@ -180,7 +184,7 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
         raise InputError(f"--channel {channel}: {path} has {info.channels} channel(s)")
     n_steps = (frames * rate + fs - 1) // fs
     z = lambda dt=np.float64: np.zeros(n_steps, dtype=dt)  # noqa: E731
-    h = FileHistory(path, fs, frames, rate, start, z(), z(np.int64), z(), z(), z(), z(np.int64))
+    h = FileHistory(path, fs, frames, rate, start, z(), z(np.int64), z(), z(), z(), z(), z(np.int64))
 
     def to_samples(spans) -> np.ndarray:
         a = np.asarray(spans, dtype=float).reshape(-1, 2)
@@ -226,7 +230,7 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
         ends = np.concatenate([starts[1:] - 1, [n - 1]])
         if k0 + m > n_steps:  # header under-reported the length: grow
             grow = k0 + m - n_steps
-            for a in ("energy", "count", "f_end", "f_max", "s_max", "clipped"):
+            for a in ("energy", "count", "f_end", "f_max", "s_max", "s_end", "clipped"):
                 setattr(h, a, np.concatenate([getattr(h, a), np.zeros(grow, getattr(h, a).dtype)]))
             for d in h.excl.values():
                 for a in d:
@@ -241,6 +245,7 @@ def measure_file(path: str | os.PathLike, *, weighting: str = "A", rate: int = R
         block_fmax = np.maximum.reduceat(f, starts)
         h.f_max[sl] = np.maximum(h.f_max[sl], block_fmax)
         h.s_max[sl] = np.maximum(h.s_max[sl], np.maximum.reduceat(s, starts))
+        h.s_end[sl] = s[ends]
         for name, spans in ex.items():
             mask = np.zeros(n, bool)
             fmask = np.zeros(n, bool)
@@ -418,7 +423,7 @@ def steps_frame(m: Measurement, interval_s: float) -> pd.DataFrame:
     for i, h in enumerate(m.histories):
         k = np.arange(h.n_steps)
         d = {"file_index": i, "step": k, "energy": h.energy, "count": h.count, "f_end": h.f_end, "f_max": h.f_max,
-             "s_max": h.s_max, "clipped": h.clipped}
+             "s_max": h.s_max, "s_end": h.s_end, "clipped": h.clipped}
         if m.clock:
             t0 = h.start.value / 1e9 + k / m.rate
             d["interval"] = np.floor(np.round(t0 / interval_s, 9)).astype(np.int64)
@@ -432,8 +437,9 @@ def steps_frame(m: Measurement, interval_s: float) -> pd.DataFrame:
     return df[df["count"] > 0]
 
 
-def _summaries(df: pd.DataFrame, keys: list[str], fs: int, offset: float, excl: str | None) -> pd.DataFrame:
-    """Energy sums, maxima and LAF percentiles per group (all samples, or those outside ``excl``)."""
+def _summaries(df: pd.DataFrame, keys: list[str], fs: int, offset: float, excl: str | None,
+               basis: str = "F") -> pd.DataFrame:
+    """Energy sums, maxima and percentiles (of ``basis``) per group (all samples, or those outside ``excl``)."""
     if excl is None:
         energy, count, fmax = df["energy"], df["count"], df["f_max"]
         keep = np.ones(len(df), bool)
@@ -442,10 +448,15 @@ def _summaries(df: pd.DataFrame, keys: list[str], fs: int, offset: float, excl: 
         count = df["count"] - df[f"{excl}:count"]
         fmax = df[f"{excl}:f_max"]
         keep = ~df[f"{excl}:f_masked"].to_numpy()
+        if basis == "eq":  # a step's own LAeq counts only when none of its samples is excluded
+            keep &= df[f"{excl}:count"].to_numpy() == 0
     g = pd.DataFrame({"energy": energy, "count": count, "fmax": fmax}).join(df[keys]).groupby(keys, sort=True)
     out = pd.DataFrame({"energy": g["energy"].sum(), "count": g["count"].sum(), "fmax": g["fmax"].max()})
     lv = df[keys].copy()
-    lv["laf"] = db(df["f_end"].to_numpy(), offset)
+    source = {"F": df["f_end"].to_numpy(), "S": df["s_end"].to_numpy()}.get(basis)
+    if source is None:
+        source = df["energy"].to_numpy() / df["count"].to_numpy()
+    lv["laf"] = db(source, offset)
     lv = lv[keep]
     q = lv.groupby(keys, sort=True)["laf"].quantile([0.9, 0.5, 0.1]).unstack()
     q.columns = ["p10", "p50", "p90"]
@@ -456,9 +467,19 @@ def _summaries(df: pd.DataFrame, keys: list[str], fs: int, offset: float, excl: 
     return out
 
 
+def check_basis(basis: str) -> str:
+    if basis not in PERCENTILE_BASES:
+        raise InputError(f"--percentiles-from {basis!r}: use F (LAF samples), S (LAS samples) or eq (each step's LAeq)")
+    return basis
+
+
 def interval_table(m: Measurement, interval_s: float, *, exclusion: str | None = None, min_valid: float = MIN_VALID,
-                   residual: str | float | None = None) -> pd.DataFrame:
-    """The interval rows (``scope`` = ``interval``) plus one row for the whole measurement (``total``)."""
+                   residual: str | float | None = None, basis: str = "F") -> pd.DataFrame:
+    """The interval rows (``scope`` = ``interval``) plus one row for the whole measurement (``total``).
+
+    ``basis``: the percentiles' samples (see :data:`PERCENTILE_BASES`), one per step.
+    """
+    check_basis(basis)
     if m.duration_s + 1e-9 < interval_s:
         raise InputError(f"--interval {interval_s:g} s is longer than the recording(s) ({m.duration_s:.1f} s in all): "
                          "choose a shorter interval")
@@ -472,7 +493,7 @@ def interval_table(m: Measurement, interval_s: float, *, exclusion: str | None =
     df["_all"] = 0
     rows = []
     for scope, keys in (("interval", ["interval"] if m.clock else ["file_index", "interval"]), ("total", ["_all"])):
-        allv = _summaries(df, keys, fs, off, None)
+        allv = _summaries(df, keys, fs, off, None, basis)
         g = df.groupby(keys, sort=True)
         t = pd.DataFrame(index=allv.index)
         t["scope"] = scope
@@ -503,7 +524,7 @@ def interval_table(m: Measurement, interval_s: float, *, exclusion: str | None =
         for p in (10, 50, 90):
             t[f"L{W}{p}_{unit}"] = allv[f"p{p}"]
         if exclusion is not None:
-            ex = _summaries(df, keys, fs, off, exclusion)
+            ex = _summaries(df, keys, fs, off, exclusion, basis)
             t["excluded_s"] = allv["seconds"] - ex["seconds"]
             t["excluded_pct"] = 100 * t["excluded_s"] / t["duration_s"]
             t["valid_s"] = ex["seconds"]
@@ -608,15 +629,15 @@ def events_table(m: Measurement, interval_s: float, intervals: pd.DataFrame, *, 
 
 
 def exclusion_error(m: Measurement, interval_s: float, detected: str = "detected", reference: str = "reference",
-                    min_valid: float = MIN_VALID) -> pd.DataFrame:
+                    min_valid: float = MIN_VALID, basis: str = "F") -> pd.DataFrame:
     """Per interval: LAeq and LA90 after excluding ``detected`` minus after excluding ``reference`` (dB).
 
     ``m`` must have been measured with both exclusion sets (``measure(..., exclusions={"detected": det_table,
     "reference": ref_table})``): one pass over the audio gives both.
     """
     W, unit = m.weighting, m.calibration.unit
-    det = interval_table(m, interval_s, exclusion=detected, min_valid=min_valid)
-    ref = interval_table(m, interval_s, exclusion=reference, min_valid=min_valid)
+    det = interval_table(m, interval_s, exclusion=detected, min_valid=min_valid, basis=basis)
+    ref = interval_table(m, interval_s, exclusion=reference, min_valid=min_valid, basis=basis)
     keys = [c for c in ("scope", "file", "start_s", "end_s", "start_time", "end_time") if c in det]
     out = det[keys].copy()
     for metric in ("eq", "90"):
@@ -638,7 +659,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                weighting: str = "A", rate: int = RATE_HZ, min_valid: float = MIN_VALID,
                residual: int | float | None = None, calibration: Calibration = NONE, channel: int = 0,
                start_time_format: str | None = None, allow_clipping: bool = False, block_s: float = BLOCK_S,
-               holdoff_s: float = HOLDOFF_S, min_score: float = 0.0, progress=None) -> dict:
+               holdoff_s: float | None = None, min_score: float = 0.0, basis: str = "F", progress=None) -> dict:
     """``clapnb levels``: levels.csv/.parquet, events_levels.csv, levels.json in ``out_dir``."""
     from pathlib import Path
 
@@ -646,6 +667,10 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
 
     out = Path(out_dir)
     weighting = check_curve(weighting)
+    basis = check_basis(basis)
+    holdoff_s = PERCENTILE_BASES[basis] if holdoff_s is None else float(holdoff_s)
+    if holdoff_s < 0:
+        raise InputError(f"--holdoff {holdoff_s}: must be >= 0 seconds")
     infos = check_inputs(expand_audio([os.fspath(a) for a in audio]))
     events = read_events(events_path) if events_path else None
     if min_score > 0:
@@ -673,7 +698,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
     if isinstance(residual, int) and not isinstance(residual, bool) and residual not in (10, 50, 90):
         raise InputError(f"--residual-percentile {residual}: use 10, 50 or 90 (LA10, LA50, LA90)")
     res = None if residual is None else (str(int(residual)) if isinstance(residual, int) else float(residual))
-    table = interval_table(m, interval_s, exclusion=name, min_valid=min_valid, residual=res)
+    table = interval_table(m, interval_s, exclusion=name, min_valid=min_valid, residual=res, basis=basis)
     ev_table = events_table(m, interval_s, table, exclusion=name,
                             residual=res if res is not None else 90)
     n_other = 0 if events is None else len(events) - len(m.events)
@@ -716,7 +741,9 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                                                            default=0.0),
                       "time": {"F_s": TIME_CONSTANTS["F"], "S_s": TIME_CONSTANTS["S"],
                                "detector_start": "mean square of the file's first tau seconds"}},
-        "percentiles": {"from": f"L{weighting}F sampled at the end of each {1 / rate:g}-s step", "rate_hz": rate,
+        "percentiles": {"basis": basis,
+                        "from": (f"L{weighting}{basis} sampled at the end of each {1 / rate:g}-s step" if basis != "eq"
+                                 else f"L{weighting}eq of each {1 / rate:g}-s step"), "rate_hz": rate,
                         "method": "numpy linear interpolation; LN = level exceeded N % of the time"},
         "min_valid_fraction": min_valid,
         "residual": None if residual is None else {
@@ -743,7 +770,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
 
 def summarise_detection(audio: list[str], detected: pd.DataFrame, *, reference: pd.DataFrame | None = None,
                         interval_s: float = 60.0, weighting: str = "A", calibration: Calibration = NONE,
-                        start_time_format: str | None = None, residual: int | float = 90) -> dict:
+                        start_time_format: str | None = None, residual: int | float = 90, basis: str = "F") -> dict:
     """What the Detection page shows, from one pass over the audio (every detected event excluded).
 
     Returns ``measurement`` (for :func:`clapnb.level_plots.laf_history` with ``exclusion="excl"``),
@@ -759,13 +786,13 @@ def summarise_detection(audio: list[str], detected: pd.DataFrame, *, reference: 
     if reference is not None:
         exclusions["reference"] = reference
     m = measure(paths, events=detected, exclusions=exclusions, weighting=weighting, calibration=calibration,
-                starts=starts)
+                starts=starts, holdoff_s=PERCENTILE_BASES[check_basis(basis)])
     res = str(int(residual)) if isinstance(residual, int) else float(residual)
-    intervals = interval_table(m, interval_s, exclusion="excl", residual=res)
+    intervals = interval_table(m, interval_s, exclusion="excl", residual=res, basis=basis)
     events = events_table(m, interval_s, intervals, exclusion="excl", residual=res)
     if len(events):
         events = events.sort_values("contribution_dB", ascending=False, kind="stable").reset_index(drop=True)
     out = {"measurement": m, "intervals": intervals, "events": events}
     if reference is not None:
-        out["error"] = exclusion_error(m, interval_s, detected="excl", reference="reference")
+        out["error"] = exclusion_error(m, interval_s, detected="excl", reference="reference", basis=basis)
     return out

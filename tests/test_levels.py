@@ -386,3 +386,32 @@ def test_an_empty_events_table_is_fine(tmp_path):
     assert (t["excluded_pct"] == 0).all() and np.allclose(t["LAeq_excl_dBFS"], t["LAeq_dBFS"])
     e = pd.read_csv(tmp_path / "out" / "events_levels.csv")
     assert len(e) == 0 and {"LAE_dBFS", "contribution_dB", "below_residual"} <= set(e.columns)
+
+
+@pytest.mark.parametrize("basis", ["S", "eq"])
+def test_percentiles_from_las_or_step_leq_against_numpy(tmp_path, basis):
+    rng = np.random.default_rng(10)
+    x = 0.02 * rng.standard_normal(12 * FS) * np.repeat(rng.uniform(0.3, 3, 120), FS // 10)
+    path = _write(tmp_path / "pb.wav", x)
+    ev = _events([[path, 2.05, 3.0, "dogs", 0.9]])
+    hold = levels.PERCENTILE_BASES[basis]
+    m = levels.measure([path], events=ev, exclusions={"x": ["dogs"]}, weighting="Z", holdoff_s=hold)
+    t = levels.interval_table(m, 6.0, exclusion="x", basis=basis)
+    sq = x ** 2
+    ends = (np.arange(1, 121) * FS) // 10 - 1
+    if basis == "S":
+        a = math.exp(-1 / FS)
+        v = lfilter([1 - a], [1, -a], sq, zi=[a * sq[:FS].mean()])[0][ends]
+        t_end = ends / FS
+        out = (t_end >= 2.05) & (t_end < 3.0 + hold)
+    else:
+        v = sq.reshape(120, -1).mean(axis=1)
+        lo, hi = np.arange(120) / 10, np.arange(1, 121) / 10
+        out = (hi > 2.05) & (lo < 3.0)  # steps holding any excluded sample
+    lv = 10 * np.log10(v)
+    for k, row in t[t["scope"] == "interval"].reset_index(drop=True).iterrows():
+        sel = np.zeros(120, bool)
+        sel[60 * k:60 * (k + 1)] = True
+        for p, q in ((10, 90), (50, 50), (90, 10)):
+            assert abs(row[f"LZ{p}_dBFS"] - np.percentile(lv[sel], q)) < 1e-6
+            assert abs(row[f"LZ{p}_excl_dBFS"] - np.percentile(lv[sel & ~out], q)) < 1e-6

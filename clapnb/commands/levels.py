@@ -40,9 +40,11 @@ def register(subparsers) -> None:
                    help="recordings' start from their names, e.g. %%Y%%m%%d_%%H%%M%%S (else BWF bext if present)")
     p.add_argument("--allow-clipping", action="store_true",
                    help="measure clipped recordings anyway (clipped samples are counted per interval)")
-    p.add_argument("--holdoff", type=float, default=0.625,
-                   help="seconds after each excluded span also left out of the LAF samples and LAFmax (the F "
-                        "detector's decay; default 0.625 = 5 x 125 ms)")
+    p.add_argument("--percentiles-from", default="F", choices=["F", "S", "eq"],
+                   help="samples of LA10/50/90: F (LAF, default) or S (LAS) at each step's end, or eq (each step's LAeq)")
+    p.add_argument("--holdoff", type=float, default=None,
+                   help="seconds after each excluded span also left out of the percentile samples and LAFmax (the "
+                        "detector's decay; default 5 time constants: 0.625 for F, 5 for S, 0 for eq)")
     p.add_argument("--block-s", type=float, default=10.0, help="seconds of audio read at once (default 10)")
     p.set_defaults(func=run)
 
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         interval_s=interval, interval_text=args.interval, weighting=args.weighting, rate=args.rate,
         min_valid=args.min_valid, residual=residual, calibration=cal, channel=args.channel,
         start_time_format=args.start_time_from_name, allow_clipping=args.allow_clipping, block_s=args.block_s,
-        holdoff_s=args.holdoff, min_score=args.min_score,
+        holdoff_s=args.holdoff, min_score=args.min_score, basis=args.percentiles_from,
         progress=lambda i, n, p: print(f"levels: {i}/{n} {p}", file=sys.stderr))
     print(f"wrote {result['levels_csv']}, {result['events_csv']}, {result['json']} "
           f"({result['n_intervals']} intervals, unit {cal.unit}{'' if cal.calibrated else ': NOT calibrated'})")
