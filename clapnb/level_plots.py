@@ -41,15 +41,22 @@ def laf_history(m, file_index: int = 0, *, exclusion: str | None = None, events:
         for _, r in marks.iterrows():
             ax.annotate(str(r["class"]), (r["onset_s"], top), xytext=(2, 3), textcoords="offset points", fontsize=7,
                         rotation=30)
-    if intervals is not None and "start_s" in intervals:
-        iv = intervals[(intervals["scope"] == "interval") & (intervals["file"] == h.path)]
+    if intervals is not None:
+        iv = intervals[intervals["scope"] == "interval"]
+        if m.clock and "start_time" in iv:  # clock intervals: place them on this file's own time axis
+            end = h.start + pd.Timedelta(seconds=h.duration_s)
+            iv = iv[(iv["end_time"] > h.start) & (iv["start_time"] < end)]
+            x0 = (iv["start_time"] - h.start).dt.total_seconds().to_numpy()
+            x1 = (iv["end_time"] - h.start).dt.total_seconds().to_numpy()
+        else:
+            iv = iv[iv["file"] == h.path]
+            x0, x1 = iv["start_s"].to_numpy(), iv["end_s"].to_numpy()
         for col, style, lab in ((f"L{W}eq_{unit}", "tab:blue", f"L{W}eq"),
                                 (f"L{W}eq_excl_{unit}", "tab:green", f"L{W}eq, excluded spans removed")):
             if col in iv and len(iv):
-                ax.step(np.r_[iv["start_s"], iv["end_s"].iloc[-1]], np.r_[iv[col], iv[col].iloc[-1]],
-                        where="post", color=style, lw=1.4, label=lab)
-    if max_s is not None:
-        ax.set_xlim(0, min(max_s, h.duration_s))
+                ax.step(np.r_[x0, x1[-1]], np.r_[iv[col], iv[col].iloc[-1]], where="post", color=style, lw=1.4,
+                        label=lab)
+    ax.set_xlim(0, h.duration_s if max_s is None else min(max_s, h.duration_s))
     ax.set_xlabel("time from the file's start (s)")
     ax.set_ylabel(f"level ({unit}{'' if m.calibration.calibrated else ', not calibrated'})")
     ax.set_title(title or h.path.rsplit("/", 1)[-1])

@@ -341,6 +341,12 @@ def test_detected_vs_reference_exclusion_error_on_a_composed_scene(envsounds, en
                        page["intervals"]["LAeq_excl_dBFS"] - page["intervals"]["LAeq_dBFS"])
 
 
+def timebase_start(path):
+    from clapnb import timebase
+
+    return timebase.start_time(path).time
+
+
 def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_path):
     from clapnb import scene
 
@@ -362,6 +368,15 @@ def test_clock_axis_from_bwf_start_spans_files(envsounds, envsounds_meta, tmp_pa
     assert abs(total["LAeq_dBFS"] - 10 * np.log10(y.mean())) < 1e-6
     ev = pd.read_csv(tmp_path / "out" / "events_levels.csv")
     assert len(ev) == 2 and ev["start_time"].str.startswith("2024-05-01T12:00").all()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clapnb import level_plots
+
+    m = levels.measure(files, starts=[timebase_start(f) for f in files])
+    fig = level_plots.laf_history(m, 1, intervals=levels.interval_table(m, 10.0))
+    steps = fig.axes[0].lines[-1].get_xdata()  # the second file starts at 12:00:25: its intervals at -5, 5, 15 s
+    assert np.allclose(steps[:3], [-5.0, 5.0, 15.0])
     with pytest.raises(InputError, match="overlap in time"):
         levels.measure(files, starts=[pd.Timestamp("2024-05-01 12:00:00"), pd.Timestamp("2024-05-01 12:00:19")])
 
