@@ -169,6 +169,8 @@ def test_cli_embed_with_the_standin_labels_random_weights(segments, tmp_path, ca
                      "--device", "cpu", "--cache", str(tmp_path / "cache"), "--no-progress"])
     out = capsys.readouterr()
     assert code == 0 and "3 computed" in out.out and "RANDOM WEIGHTS" in out.err
+    summary = next(line for line in out.out.splitlines() if "3 computed" in line)
+    assert "RANDOM WEIGHTS" in summary  # the line a user copies into notes says it too
     meta = json.loads((run / "embeddings.json").read_text())
     assert meta["random_weights"] is True and meta["backbone"]["random_weights"] is True
     assert meta["backbone"]["weights_path"] == str((standin_dir / "CLAP_weights_2023_random.pth").resolve())

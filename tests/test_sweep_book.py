@@ -74,6 +74,7 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert " 3 s  failed" in err and "9 of 10 lengths complete; 1 failed" in err
+    assert sweep.RANDOM_WEIGHTS_SUMMARY in err  # the final summary of a random-weights run says so
     failed = io.read_json(broken / sweep.FAILED)
     assert failed["notebook"].endswith("02_zero_shot.ipynb")
     assert error_outputs(broken / "02_zero_shot.ipynb"), "the failed notebook keeps its error"
