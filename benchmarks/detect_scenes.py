@@ -64,7 +64,8 @@ def main() -> None:
     d = meta[meta["original_label"].isin(labels)].drop_duplicates(["original_label", "freesound_id"])
     d = d.sort_values("path").copy()
     d["path"] = [str(SHARED / p) for p in d["path"]]
-    probe_part = d.groupby("original_label", group_keys=False).apply(lambda g: g.head(len(g) // 2))
+    half = d.groupby("original_label")["path"].transform("size") // 2
+    probe_part = d[d.groupby("original_label").cumcount() < half]
     scene_part = d.drop(probe_part.index)
     assert set(probe_part["freesound_id"]).isdisjoint(scene_part["freesound_id"])
     probe_part.to_csv(out / "probe_clips.csv", index=False)

@@ -32,6 +32,7 @@ from clapnb import io, report, shortcuts, sweep
 from clapnb.errors import ClapnbError, InputError
 
 BOOK_FILES = ("_config.yml", "_toc.yml")
+DETECTION_TITLE = "Detection: spurious events in long recordings"
 PAGES = "book"
 ZERO_SHOT_NOTEBOOK = "02_zero_shot.ipynb"
 ZERO_SHOT_GLOB = "run/L*/02_zero_shot"
@@ -180,7 +181,8 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if detect is not None:
         from clapnb.detect_book import add_detection
 
-        add_detection(out, detect, reference)
+        add_detection(out, detect, reference, notebooks_dir=src / "notebooks",
+                      prepare=lambda nb: prepare_notebook(nb, DETECTION_TITLE, banner))
     return out
 
 

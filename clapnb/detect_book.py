@@ -10,6 +10,7 @@ this happens (the page is not listed, so no orphan-page warning).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -18,11 +19,12 @@ from clapnb import io
 from clapnb.errors import ClapnbError, InputError
 
 NOTEBOOK = "05_detection"
-TITLE = "Detection: spurious events in long recordings"
+#: The MyST sources of the source checkout (``clapnb book`` passes the book's own source root).
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def execute(detect_dir: str | os.PathLike, out_path: str | os.PathLike, *, reference: str | os.PathLike | None = None,
-            notebooks_dir: str | os.PathLike | None = None, **parameters) -> Path:
+            notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, **parameters) -> Path:
     """Execute notebook 05 on ``detect_dir`` into ``out_path`` (an .ipynb); returns it."""
     import jupytext
     import nbformat
@@ -33,10 +35,6 @@ def execute(detect_dir: str | os.PathLike, out_path: str | os.PathLike, *, refer
         raise InputError(f"--detect {detect_dir}: no detect.json there; run `clapnb detect --out {detect_dir} ...` first")
     if reference is not None and not Path(reference).is_file():
         raise InputError(f"--reference {reference} does not exist")
-    if notebooks_dir is None:
-        from clapnb.book import _source_root
-
-        notebooks_dir = _source_root() / "notebooks"
     src = Path(notebooks_dir) / f"{NOTEBOOK}.md"
     nb = jupytext.read(src, fmt="md:myst")
     nb.metadata.pop("jupytext", None)
@@ -57,21 +55,22 @@ def execute(detect_dir: str | os.PathLike, out_path: str | os.PathLike, *, refer
 
 
 def add_detection(book_dir: str | os.PathLike, detect_dir: str | os.PathLike,
-                  reference: str | os.PathLike | None = None, banner: str = "",
-                  parameters: dict | None = None) -> Path:
+                  reference: str | os.PathLike | None = None, *, prepare: Callable | None = None,
+                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, parameters: dict | None = None) -> Path:
     """Execute notebook 05 into ``book_dir/run/`` and list it in ``book_dir/_toc.yml``.
 
+    ``prepare``: applied to the executed notebook before it is saved (the book retitles it and adds
+    its banner: ``book.prepare_notebook``; passed in so that this module does not import the book).
     ``parameters``: other values of the notebook's parameters cell (``max_files``, ``n_top``, ...).
     """
     import nbformat
 
-    from clapnb.book import prepare_notebook
-
     book_dir = Path(book_dir)
     target = book_dir / "run" / f"{NOTEBOOK}.ipynb"
-    execute(detect_dir, target, reference=reference, **(parameters or {}))
-    nb = nbformat.read(target, as_version=4)
-    nbformat.write(prepare_notebook(nb, TITLE, banner), target)
+    execute(detect_dir, target, reference=reference, notebooks_dir=notebooks_dir, **(parameters or {}))
+    if prepare is not None:
+        nb = nbformat.read(target, as_version=4)
+        nbformat.write(prepare(nb), target)
     toc_path = book_dir / "_toc.yml"
     toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
     entry = {"file": f"run/{NOTEBOOK}"}
