@@ -137,3 +137,28 @@ def timeline_figure(record: dict, events: pd.DataFrame, scores: pd.DataFrame, fi
     axes[-1].set_xlabel("time from the file's start (s)")
     fig.tight_layout()
     return fig
+
+
+def event_spectrograms(events: pd.DataFrame, *, context_s: float = 1.0, max_panels: int = 12, ncols: int = 4):
+    """Small spectrograms of ``events`` (e.g. :func:`top_events`), each with ``context_s`` around it."""
+    import matplotlib.pyplot as plt
+    from scipy.signal import spectrogram
+
+    rows = events.head(max_panels).to_dict("records")
+    if not rows:
+        return None
+    nrows = int(np.ceil(len(rows) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.3 * nrows), squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        start = max(0.0, r["onset_s"] - context_s)
+        x, sr = excerpt(r["file"], start, r["offset_s"] + context_s, sr=16000, max_s=12.0)
+        f, t, S = spectrogram(x, fs=sr, nperseg=512, noverlap=384)
+        ax.pcolormesh(t + start, f / 1000, 10 * np.log10(S + 1e-12), shading="auto", cmap="magma")
+        ax.axvspan(r["onset_s"], min(r["offset_s"], start + 12.0), color="w", alpha=0.12)
+        ax.set_title(f"{r['class']} {r['score']:.2f}\n{Path(r['file']).name} {r['onset_s']:.0f} s", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_axis_off()
+    axes[0, 0].set_ylabel("kHz", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -200,6 +200,8 @@ def test_detection_views_read_the_outputs(setup, detected):
     truth = pd.read_csv(setup["scenes"] / "truth.csv")
     fig = detect_plots.timeline_figure(record, ev, scores, truth["file"].iloc[0], reference=truth)
     assert len(fig.axes) == 4 and fig.axes[0].get_title() == "scene_000.wav"
+    spec = detect_plots.event_spectrograms(top)
+    assert sum(ax.axison for ax in spec.axes) == len(top)
     x, sr = detect_plots.excerpt(truth["file"].iloc[0], 36.0, 40.0)
     assert len(x) == 4 * sr
     assert "background" in detect_plots.banner(record)
@@ -221,7 +223,7 @@ def test_detection_page_notebook_executes_into_a_book_folder(setup, detected, tm
     nb = nbformat.read(nb_path, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # one timeline, one LAF history
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # timeline, top-event spectrograms, LAF history
     text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs for k in ("text/markdown", "text/html"))
     assert "event-based F1 (micro)" in text and "sirens_alarms" in text
     assert "LAeq_excl_dBFS" in text and "LAeq_error_dB" in text and "not a sound pressure level" in text.lower()
