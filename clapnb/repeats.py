@@ -1,0 +1,182 @@
+"""Statistics over repeated splits (split seeds or official folds).
+
+One split is one draw: the recordings that land in validation/test decide a few points of
+accuracy. These pure functions turn per-repeat results into what a table needs: mean +/- std
+with the per-seed values kept, and *paired* comparisons of two configurations evaluated on the
+same repeats (two lengths, two backbones, probe vs zero-shot), where the shared draw cancels.
+
+Two paired intervals, because they answer different questions:
+
+- :func:`paired_difference` -- Student-t interval over repeats of the per-repeat differences
+  (``mean(d) +/- t_{n-1} * sd(d) / sqrt(n)``). It covers the split-to-split variation, i.e.
+  "would another draw of recordings change the verdict". Needs >= 2 repeats.
+- :func:`paired_bootstrap` -- within *one* split, resamples whole recordings (groups) and
+  recomputes both accuracies on the same resample. It covers only the finite test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from clapnb.errors import InputError
+
+
+def _values(name: str, values: Mapping | Iterable) -> dict:
+    if isinstance(values, Mapping):
+        out = {k: float(v) for k, v in values.items()}
+    else:
+        out = {i: float(v) for i, v in enumerate(values)}
+    if not out:
+        raise InputError(f"{name}: no repeats to summarise")
+    if not np.isfinite(list(out.values())).all():
+        raise InputError(f"{name}: a repeat's value is NaN or infinite: {out}")
+    return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean and sample standard deviation (ddof=1) over repeats, with the values per repeat."""
+
+    mean: float
+    std: float  # NaN with a single repeat: one draw says nothing about the spread
+    n: int
+    values: dict = field(default_factory=dict)  # repeat id (seed / fold) -> value
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": None if np.isnan(self.std) else self.std, "n": self.n,
+                "values": {str(k): v for k, v in self.values.items()}}
+
+    def text(self, scale: float = 100.0, digits: int = 1) -> str:
+        """'61.2 +/- 3.4 (n=5)' -- accuracy in percent by default."""
+        if self.n < 2:
+            return f"{self.mean * scale:.{digits}f} (n=1)"
+        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f} (n={self.n})"
+
+
+def spread(values: Mapping | Iterable) -> Spread:
+    """Mean +/- std (ddof=1) over repeats; ``values`` maps repeat id -> value (or is a list)."""
+    v = _values("spread", values)
+    arr = np.array(list(v.values()))
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    return Spread(float(arr.mean()), std, len(arr), v)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``a - b`` over the repeats both were evaluated on, with a t-interval over repeats."""
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    level: float
+    p_value: float  # two-sided paired t-test of mean difference 0
+    differences: dict = field(default_factory=dict)
+    method: str = "paired t over repeats"
+
+    def as_dict(self) -> dict:
+        clean = lambda x: None if np.isnan(x) else x  # noqa: E731
+        return {"mean": self.mean, "std": clean(self.std), "n": self.n, "low": clean(self.low),
+                "high": clean(self.high), "level": self.level, "p_value": clean(self.p_value),
+                "method": self.method, "differences": {str(k): v for k, v in self.differences.items()}}
+
+    @property
+    def verdict(self) -> str:
+        """'a > b', 'a < b' or 'not distinguishable' at the interval's level."""
+        if np.isnan(self.low):
+            return "not distinguishable (one repeat)"
+        if self.low > 0:
+            return "a > b"
+        if self.high < 0:
+            return "a < b"
+        return "not distinguishable"
+
+    def text(self, scale: float = 100.0, digits: int = 1) -> str:
+        if np.isnan(self.low):
+            return f"{self.mean * scale:+.{digits}f} (n=1, no interval)"
+        return (f"{self.mean * scale:+.{digits}f} [{self.low * scale:+.{digits}f}, "
+                f"{self.high * scale:+.{digits}f}] (n={self.n})")
+
+
+def paired_difference(a: Mapping, b: Mapping, *, level: float = 0.95) -> PairedDifference:
+    """Mean of ``a[k] - b[k]`` over the repeat ids ``k`` present in both, with a t-interval.
+
+    Pairing matters: the same draw of recordings makes both configurations easy or hard, so the
+    difference varies far less than either accuracy does.
+    """
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    va, vb = _values("paired_difference a", a), _values("paired_difference b", b)
+    keys = [k for k in va if k in vb]
+    if not keys:
+        raise InputError(f"paired_difference: the two configurations share no repeat "
+                         f"(a has {sorted(map(str, va))}, b has {sorted(map(str, vb))})")
+    d = np.array([va[k] - vb[k] for k in keys])
+    n = len(d)
+    mean = float(d.mean())
+    if n < 2:
+        nan = float("nan")
+        return PairedDifference(mean, nan, 1, nan, nan, level, nan, dict(zip(keys, d.tolist())))
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+    if sd == 0:
+        p = 0.0 if mean != 0 else 1.0
+    else:
+        p = float(2 * stats.t.sf(abs(mean) / (sd / np.sqrt(n)), n - 1))
+    return PairedDifference(mean, sd, n, mean - half, mean + half, level, p, dict(zip(keys, d.tolist())))
+
+
+def paired_bootstrap(correct_a, correct_b, *, groups=None, n_resamples: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> PairedDifference:
+    """Accuracy difference of two predictors on the *same* samples, resampling whole groups.
+
+    ``correct_a``/``correct_b`` are 0/1 per sample (same order); ``groups`` (the recording each
+    segment came from) makes the resampling unit a recording. Percentile interval.
+    """
+    ca = np.asarray(correct_a, dtype=np.float64)
+    cb = np.asarray(correct_b, dtype=np.float64)
+    if ca.ndim != 1 or ca.shape != cb.shape or len(ca) == 0:
+        raise InputError(f"paired_bootstrap needs two equal-length 1-d 0/1 arrays, got {ca.shape} and {cb.shape}")
+    if groups is None:
+        codes = np.arange(len(ca))
+    else:
+        g = np.asarray(groups)
+        if len(g) != len(ca):
+            raise InputError(f"groups has {len(g)} entries but there are {len(ca)} samples")
+        codes, _ = pd.factorize(pd.Series(g))
+    diff = np.bincount(codes, weights=ca - cb)
+    sizes = np.bincount(codes).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
+    boot = diff[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    mean = float((ca - cb).mean())
+    p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+    unit = "recordings" if groups is not None else "segments"
+    return PairedDifference(mean, float(boot.std(ddof=1)), len(diff), float(low), float(high), level, p,
+                            {}, method=f"paired bootstrap over {unit} ({n_resamples} resamples)")
+
+
+def summarise(table: pd.DataFrame, *, by: list[str], value: str, repeat: str = "seed") -> pd.DataFrame:
+    """One row per ``by`` group: mean, std, n and the per-repeat values of ``value``.
+
+    ``table`` has one row per (configuration, repeat); the result keeps the values per repeat in
+    a ``values`` column (dict repeat -> value) so that no cell is a number without its origin.
+    """
+    missing = [c for c in [*by, value, repeat] if c not in table.columns]
+    if missing:
+        raise InputError(f"summarise: table lacks columns {missing} (has {list(table.columns)})")
+    rows = []
+    for key, part in table.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        s = spread(dict(zip(part[repeat], part[value])))
+        rows.append({**dict(zip(by, key)), "mean": s.mean, "std": s.std, "n": s.n,
+                     "text": s.text(), "values": s.values})
+    return pd.DataFrame(rows)

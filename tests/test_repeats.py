@@ -1,0 +1,80 @@
+"""Repeat statistics against independent computations (scipy.stats, hand formulas)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clapnb import repeats
+from clapnb.errors import InputError
+
+
+def test_spread_matches_hand_formula_and_keeps_values():
+    vals = {0: 0.61, 1: 0.55, 2: 0.66, 3: 0.58, 4: 0.60}
+    s = repeats.spread(vals)
+    x = np.array(list(vals.values()))
+    assert s.mean == pytest.approx(x.sum() / 5)
+    assert s.std == pytest.approx(np.sqrt(((x - x.mean()) ** 2).sum() / 4))
+    assert s.values == vals and s.n == 5
+    assert s.text() == f"{x.mean() * 100:.1f} ± {s.std * 100:.1f} (n=5)"
+    one = repeats.spread([0.5])
+    assert np.isnan(one.std) and one.as_dict()["std"] is None and "n=1" in one.text()
+
+
+def test_paired_difference_equals_scipy_paired_t():
+    rng = np.random.default_rng(3)
+    a = {k: v for k, v in enumerate(0.7 + rng.normal(0, 0.03, 6))}
+    b = {k: a[k] - 0.02 + rng.normal(0, 0.01) for k in a}
+    b[99] = 0.1  # not in a: must be ignored, not paired with anything
+    d = repeats.paired_difference(a, b)
+    diffs = np.array([a[k] - b[k] for k in range(6)])
+    ref = stats.ttest_rel(list(a.values()), [b[k] for k in range(6)])
+    ci = stats.t.interval(0.95, 5, loc=diffs.mean(), scale=stats.sem(diffs))
+    assert d.n == 6 and d.mean == pytest.approx(diffs.mean())
+    assert d.p_value == pytest.approx(ref.pvalue)
+    assert (d.low, d.high) == pytest.approx(ci)
+    assert d.verdict == ("a > b" if ci[0] > 0 else "not distinguishable")
+
+
+def test_paired_is_tighter_than_unpaired_when_draws_are_shared():
+    rng = np.random.default_rng(0)
+    draw = rng.normal(0, 0.05, 8)  # split difficulty shared by both configurations
+    a = dict(enumerate(0.70 + draw + rng.normal(0, 0.005, 8)))
+    b = dict(enumerate(0.68 + draw + rng.normal(0, 0.005, 8)))
+    d = repeats.paired_difference(a, b)
+    assert d.verdict == "a > b"
+    assert stats.ttest_ind(list(a.values()), list(b.values())).pvalue > 0.05  # unpaired cannot tell
+
+
+def test_paired_difference_refuses_disjoint_repeats():
+    with pytest.raises(InputError, match="share no repeat"):
+        repeats.paired_difference({0: 0.5}, {1: 0.5})
+    single = repeats.paired_difference({0: 0.6}, {0: 0.5})
+    assert single.n == 1 and np.isnan(single.low) and "one repeat" in single.verdict
+
+
+def test_paired_bootstrap_over_groups_matches_a_direct_loop():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(30), 4)
+    ca = rng.random(120) < 0.7
+    cb = rng.random(120) < 0.6
+    got = repeats.paired_bootstrap(ca, cb, groups=groups, n_resamples=300, seed=5)
+    # independent: draw groups with the same generator, concatenate their samples, difference of means
+    r = np.random.default_rng(5)
+    idx = r.integers(0, 30, size=(300, 30))
+    boot = [np.mean(np.concatenate([(ca.astype(float) - cb)[groups == g] for g in row])) for row in idx]
+    assert (got.low, got.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
+    assert got.mean == pytest.approx(ca.mean() - cb.mean())
+    assert "recordings" in got.method and got.n == 30
+
+
+def test_summarise_groups_rows_and_keeps_seeds():
+    t = pd.DataFrame({"length_s": [1, 1, 1, 4, 4, 4], "seed": [0, 1, 2, 0, 1, 2],
+                      "accuracy": [0.3, 0.4, 0.5, 0.6, 0.6, 0.9]})
+    s = repeats.summarise(t, by=["length_s"], value="accuracy")
+    assert s["n"].tolist() == [3, 3]
+    assert s["mean"].tolist() == pytest.approx([0.4, 0.7])
+    assert s["std"].tolist() == pytest.approx([0.1, np.std([0.6, 0.6, 0.9], ddof=1)])
+    assert s.loc[1, "values"] == {0: 0.6, 1: 0.6, 2: 0.9}
+    with pytest.raises(InputError, match="lacks columns"):
+        repeats.summarise(t, by=["backbone"], value="accuracy")
