@@ -30,7 +30,7 @@ REQUIRED_METADATA = ("name", "dim", "sample_rate", "has_text", "policy", "input_
                      "random_weights", "logit_scale", "weights_path", "display_name", "kind", "notice", "options")
 
 
-def probe_waves(sample_rate: int, seconds: Sequence[float] = (0.5, 0.8, 1.1), seed: int = 0) -> list[np.ndarray]:
+def probe_waves(sample_rate: int, seconds: Sequence[float] = (0.6, 1.1), seed: int = 0) -> list[np.ndarray]:
     """Short, distinct test inputs: a seeded noise floor under a tone of a different pitch each."""
     rng = np.random.default_rng(seed)
     waves = []
