@@ -350,106 +350,109 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
     probe_sha = io.file_sha256(probe_path)
     out = Path(out_dir)
     (out / "files").mkdir(parents=True, exist_ok=True)
-    has_bg = BACKGROUND in probe.classes
-    classes = list(probe.classes)
+    from clapnb.locks import run_lock
 
-    from tqdm.auto import tqdm
+    with run_lock(out, command="clapnb detect"):  # a second detect on the same DIR is refused
+        has_bg = BACKGROUND in probe.classes
+        classes = list(probe.classes)
 
-    statuses, all_events, all_scores, durations, high_freq = [], [], [], {}, {}
-    for path in tqdm(files, desc="detect", unit="file", disable=not progress):
-        entry: dict = {"file": path}
-        try:
-            if not os.path.isfile(path):
-                raise audio.AudioError(f"{path}: no such file")
-            info = audio.probe(path)
-            sha = io.file_sha256(path)
-            key = io.fingerprint([WINDOWS_FORMAT, sha, probe_sha, probe.length_s, hop_s])[:12]
-            target = _file_output(out, path, key)
-            reused = target.is_file()
-            if reused:
-                try:
-                    wt = pd.read_parquet(target)
-                except Exception:  # a damaged output is recomputed (embeddings come from the cache)
-                    reused = False
-            if reused:
-                counts = {"n_windows": len(wt), "n_cached": len(wt), "n_computed": 0,
-                          "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels}
-            else:
-                table, X, counts = embed_file_windows(path, sha, backbone, probe, hop_s, cache_root=cache_dir,
-                                                      batch_size=batch_size, block_s=block_s)
-                P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {path}"))
-                wt = table.copy()
-                for k, c in enumerate(classes):
-                    wt[c] = P[:, k].astype(np.float64)
-                io.atomic_write_parquet(target, wt)
-            probs = wt[classes].to_numpy(dtype=np.float64)
-            cells, scores = timeline(wt, probs, info.duration_s, grid_s, post.aggregate)
-            st = timebase.start_time(path, name_format)
-            fev = events_from_scores(cells, scores, classes, post, info.duration_s, file=path)
-            sc = pd.DataFrame(scores, columns=classes)
-            sc.insert(0, "offset_s", cells[:, 1])
-            sc.insert(0, "onset_s", cells[:, 0])
-            sc.insert(0, "file", path)
-            if st.time is not None:
-                fev["start_time"] = timebase.absolute(st.time, fev["onset_s"])
-                fev["end_time"] = timebase.absolute(st.time, fev["offset_s"])
-                sc["start_time"] = timebase.absolute(st.time, sc["onset_s"])
-            all_events.append(fev)
-            all_scores.append(sc)
-            durations[path] = info.duration_s
-            high_freq[path] = min(info.sample_rate, backbone.sample_rate) / 2
-            entry.update(status="done" if not reused else "reused", output=str(target.relative_to(out)),
-                         sha256=sha, n_events=len(fev), **counts, **st.to_dict())
-        except (audio.AudioError, InputError, ClapnbError) as exc:
-            entry.update(status="skipped", reason=str(exc))
-        statuses.append(entry)
-        _journal(out, {**entry, "time": time.time()})
+        from tqdm.auto import tqdm
 
-    with_times = any("start_time" in e.columns for e in all_events)
-    events = (pd.concat([e for e in all_events if len(e)] or [ev_mod.empty_events(with_times)], ignore_index=True)
-              if all_events else ev_mod.empty_events())
-    events = ev_mod.normalise(events)
-    scores = pd.concat(all_scores, ignore_index=True) if all_scores else pd.DataFrame(
-        columns=["file", "onset_s", "offset_s", *classes])
-    ev_mod.write_events(events, out)
-    io.atomic_write_parquet(out / "scores.parquet", scores)
-    aud = out / "audacity"
-    aud.mkdir(exist_ok=True)
-    names: dict[str, str] = {}
-    for f in durations:
-        name = Path(f).stem
-        if name in names.values():
-            name = f"{name}-{io.fingerprint([f])[:6]}"
-        names[f] = name
-        ev_mod.write_audacity(events[events["file"] == f], aud / f"{name}.txt")
-    ev_mod.write_raven(events, out / "raven_selections.txt", durations, high_freq)
-    random_weights = bool(probe.backbone.get("random_weights", False))
-    n_skipped = sum(s["status"] == "skipped" for s in statuses)
-    record = {
-        "probe": {"path": os.path.abspath(probe_path), "sha256": probe_sha, "classes": classes,
-                  "length_s": probe.length_s},
-        "backbone": probe.backbone, "mode": probe.backbone.get("precision", "fp32"),
-        "random_weights": random_weights,
-        "parameters": {**asdict(post), "length_s": probe.length_s, "hop_s": hop_s, "grid_s": grid_s,
-                       "start_time_from_name": name_format, "batch_size": batch_size, "block_s": block_s},
-        "background": {"in_probe": has_bg,
-                       "rule": ("the probe's 'background' class is never reported as an event" if has_bg else
-                                f"open-set rule: no event where the best class's probability is below "
-                                f"{post.open_set_threshold} (the probe has no 'background' class)")},
-        "timeline": f"{post.aggregate} of the probabilities of the windows holding each {grid_s:g}-s cell's centre",
-        "event_score": "mean of the class's timeline score over the event's cells (before the median filter)",
-        "files": statuses, "n_files": len(files), "n_skipped": n_skipped,
-        "n_events": len(events), "outputs": {"events": ["events.csv", "events.parquet"], "scores": "scores.parquet",
-                                             "audacity": {f: f"audacity/{n}.txt" for f, n in names.items()},
-                                             "raven": "raven_selections.txt", "journal": "journal.jsonl"},
-        "seconds": round(time.perf_counter() - t0, 3), "clapnb_version": __version__,
-    }
-    if random_weights:
-        from clapnb.embeddings import RANDOM_WEIGHTS_WARNING
+        statuses, all_events, all_scores, durations, high_freq = [], [], [], {}, {}
+        for path in tqdm(files, desc="detect", unit="file", disable=not progress):
+            entry: dict = {"file": path}
+            try:
+                if not os.path.isfile(path):
+                    raise audio.AudioError(f"{path}: no such file")
+                info = audio.probe(path)
+                sha = io.file_sha256(path)
+                key = io.fingerprint([WINDOWS_FORMAT, sha, probe_sha, probe.length_s, hop_s])[:12]
+                target = _file_output(out, path, key)
+                reused = target.is_file()
+                if reused:
+                    try:
+                        wt = pd.read_parquet(target)
+                    except Exception:  # a damaged output is recomputed (embeddings come from the cache)
+                        reused = False
+                if reused:
+                    counts = {"n_windows": len(wt), "n_cached": len(wt), "n_computed": 0,
+                              "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels}
+                else:
+                    table, X, counts = embed_file_windows(path, sha, backbone, probe, hop_s, cache_root=cache_dir,
+                                                          batch_size=batch_size, block_s=block_s)
+                    P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {path}"))
+                    wt = table.copy()
+                    for k, c in enumerate(classes):
+                        wt[c] = P[:, k].astype(np.float64)
+                    io.atomic_write_parquet(target, wt)
+                probs = wt[classes].to_numpy(dtype=np.float64)
+                cells, scores = timeline(wt, probs, info.duration_s, grid_s, post.aggregate)
+                st = timebase.start_time(path, name_format)
+                fev = events_from_scores(cells, scores, classes, post, info.duration_s, file=path)
+                sc = pd.DataFrame(scores, columns=classes)
+                sc.insert(0, "offset_s", cells[:, 1])
+                sc.insert(0, "onset_s", cells[:, 0])
+                sc.insert(0, "file", path)
+                if st.time is not None:
+                    fev["start_time"] = timebase.absolute(st.time, fev["onset_s"])
+                    fev["end_time"] = timebase.absolute(st.time, fev["offset_s"])
+                    sc["start_time"] = timebase.absolute(st.time, sc["onset_s"])
+                all_events.append(fev)
+                all_scores.append(sc)
+                durations[path] = info.duration_s
+                high_freq[path] = min(info.sample_rate, backbone.sample_rate) / 2
+                entry.update(status="done" if not reused else "reused", output=str(target.relative_to(out)),
+                             sha256=sha, n_events=len(fev), **counts, **st.to_dict())
+            except (audio.AudioError, InputError, ClapnbError) as exc:
+                entry.update(status="skipped", reason=str(exc))
+            statuses.append(entry)
+            _journal(out, {**entry, "time": time.time()})
 
-        record["warning"] = RANDOM_WEIGHTS_WARNING
-    io.atomic_write_json(out / "detect.json", record)
-    return DetectResult(events, scores, record)
+        with_times = any("start_time" in e.columns for e in all_events)
+        events = (pd.concat([e for e in all_events if len(e)] or [ev_mod.empty_events(with_times)], ignore_index=True)
+                  if all_events else ev_mod.empty_events())
+        events = ev_mod.normalise(events)
+        scores = pd.concat(all_scores, ignore_index=True) if all_scores else pd.DataFrame(
+            columns=["file", "onset_s", "offset_s", *classes])
+        ev_mod.write_events(events, out)
+        io.atomic_write_parquet(out / "scores.parquet", scores)
+        aud = out / "audacity"
+        aud.mkdir(exist_ok=True)
+        names: dict[str, str] = {}
+        for f in durations:
+            name = Path(f).stem
+            if name in names.values():
+                name = f"{name}-{io.fingerprint([f])[:6]}"
+            names[f] = name
+            ev_mod.write_audacity(events[events["file"] == f], aud / f"{name}.txt")
+        ev_mod.write_raven(events, out / "raven_selections.txt", durations, high_freq)
+        random_weights = bool(probe.backbone.get("random_weights", False))
+        n_skipped = sum(s["status"] == "skipped" for s in statuses)
+        record = {
+            "probe": {"path": os.path.abspath(probe_path), "sha256": probe_sha, "classes": classes,
+                      "length_s": probe.length_s},
+            "backbone": probe.backbone, "mode": probe.backbone.get("precision", "fp32"),
+            "random_weights": random_weights,
+            "parameters": {**asdict(post), "length_s": probe.length_s, "hop_s": hop_s, "grid_s": grid_s,
+                           "start_time_from_name": name_format, "batch_size": batch_size, "block_s": block_s},
+            "background": {"in_probe": has_bg,
+                           "rule": ("the probe's 'background' class is never reported as an event" if has_bg else
+                                    f"open-set rule: no event where the best class's probability is below "
+                                    f"{post.open_set_threshold} (the probe has no 'background' class)")},
+            "timeline": f"{post.aggregate} of the probabilities of the windows holding each {grid_s:g}-s cell's centre",
+            "event_score": "mean of the class's timeline score over the event's cells (before the median filter)",
+            "files": statuses, "n_files": len(files), "n_skipped": n_skipped,
+            "n_events": len(events), "outputs": {"events": ["events.csv", "events.parquet"], "scores": "scores.parquet",
+                                                 "audacity": {f: f"audacity/{n}.txt" for f, n in names.items()},
+                                                 "raven": "raven_selections.txt", "journal": "journal.jsonl"},
+            "seconds": round(time.perf_counter() - t0, 3), "clapnb_version": __version__,
+        }
+        if random_weights:
+            from clapnb.embeddings import RANDOM_WEIGHTS_WARNING
+
+            record["warning"] = RANDOM_WEIGHTS_WARNING
+        io.atomic_write_json(out / "detect.json", record)
+        return DetectResult(events, scores, record)
 
 
 def summary(result: DetectResult) -> str:

@@ -32,7 +32,8 @@ def execute(detect_dir: str | os.PathLike, out_path: str | os.PathLike, *, refer
 
     det = Path(detect_dir).resolve()
     if not (det / "detect.json").is_file():
-        raise InputError(f"--detect {detect_dir}: no detect.json there; run `clapnb detect --out {detect_dir} ...` first")
+        raise InputError(f"--detect {detect_dir}: no detect.json there; "
+                         f"run `clapnb detect --out {detect_dir} ...` first")
     if reference is not None and not Path(reference).is_file():
         raise InputError(f"--reference {reference} does not exist")
     src = Path(notebooks_dir) / f"{NOTEBOOK}.md"

@@ -116,7 +116,8 @@ def psds(scores: pd.DataFrame, reference: pd.DataFrame, classes: list[str], dura
     value, *_ = intersection_based.psds(score_dict, truth, dur, dtc_threshold=dtc, gtc_threshold=gtc,
                                         cttc_threshold=cttc, alpha_ct=alpha_ct, alpha_st=alpha_st,
                                         unit_of_time="hour", max_efpr=max_efpr)
-    return {"psds": float(value), "classes": classes, "dtc": dtc, "gtc": gtc, "cttc": cttc, "alpha_ct": alpha_ct, "alpha_st": alpha_st,
+    return {"psds": float(value), "classes": classes, "dtc": dtc, "gtc": gtc, "cttc": cttc, "alpha_ct": alpha_ct,
+            "alpha_st": alpha_st,
             "max_efpr_per_hour": max_efpr, "n_files": len(score_dict)}
 
 

@@ -234,7 +234,8 @@ def read_reference(path: str | os.PathLike, *, file: str | None = None, folder: 
         ref["offset_s"] = ref["offset_s"].astype(float)
     except ValueError as exc:
         raise InputError(f"{p}: onset_s/offset_s must be numbers ({exc})") from None
-    bad = ref[(ref["offset_s"] < ref["onset_s"]) | (ref["onset_s"] < 0) | ref[["onset_s", "offset_s"]].isna().any(axis=1)]
+    times = ref[["onset_s", "offset_s"]]
+    bad = ref[(ref["offset_s"] < ref["onset_s"]) | (ref["onset_s"] < 0) | times.isna().any(axis=1)]
     if len(bad):
         raise InputError(f"{p}: {len(bad)} reference event(s) with a negative time or offset before onset, e.g. "
                          f"{bad.iloc[0].to_dict()}; fix those rows")
@@ -251,7 +252,8 @@ def read_reference(path: str | os.PathLike, *, file: str | None = None, folder: 
 def merge_overlaps(ref: pd.DataFrame, source: str | os.PathLike = "reference") -> tuple[pd.DataFrame, list[str]]:
     """Merge overlapping (or touching) events of one class in one file; notes say which."""
     notes, rows = [], []
-    for (f, c), g in ref.sort_values(["file", "class", "onset_s"], kind="stable").groupby(["file", "class"], sort=False):
+    ordered = ref.sort_values(["file", "class", "onset_s"], kind="stable")
+    for (f, c), g in ordered.groupby(["file", "class"], sort=False):
         cur = None
         merged = 0
         for r in g.itertuples(index=False):

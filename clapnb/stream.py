@@ -52,7 +52,8 @@ def output_frames(frames: int, sr_in: int, sr_out: int) -> int:
     return int(math.floor(frames * sr_out / sr_in + 0.5))
 
 
-def iter_blocks(path: str | os.PathLike, sr: int = audio.TARGET_SR, *, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
+def iter_blocks(path: str | os.PathLike, sr: int = audio.TARGET_SR, *,
+                block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Yield the recording as consecutive float32 mono blocks at ``sr`` (concatenated: the whole file).
 
     Raises :class:`clapnb.audio.AudioError` naming the file (and the position) when it cannot be

@@ -177,6 +177,27 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_goes_on(setup, tmp_path
                  "--hop", "5", str(good)]) == 2
 
 
+def test_a_second_detect_on_a_busy_folder_is_refused(setup, tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom clapnb.locks import run_lock\n"
+                               f"with run_lock({str(out)!r}, command='clapnb detect'):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _detect(setup, out) == 2
+        assert "in use by" in capsys.readouterr().err
+        assert not (out / "events.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert _detect(setup, out) == 0 and (out / "events.csv").is_file()
+
+
 def test_start_time_from_name_gives_clock_times(setup, tmp_path):
     src = sorted(setup["scenes"].glob("*.wav"))[0]
     named = tmp_path / "SITE_20240501_120000.wav"
