@@ -177,6 +177,19 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_goes_on(setup, tmp_path
                  "--hop", "5", str(good)]) == 2
 
 
+def test_scene_exclude_segments_keeps_the_probes_recordings_out(setup, tmp_path):
+    both = pd.concat([pd.read_csv(setup["out"] / "probe.csv"), pd.read_csv(setup["out"] / "sirens.csv")])
+    both = both[both["original_label"] == "siren"]
+    both.to_csv(tmp_path / "all_sirens.csv", index=False)
+    segs = pd.read_parquet(setup["probe"].parent / "segments.parquet")
+    assert main(["scene", "--events", str(tmp_path / "all_sirens.csv"), "--label-column", "original_label",
+                 "--exclude-segments", str(setup["probe"].parent / "segments.parquet"), "--duration", "30",
+                 "--n-events", "4", "--n-scenes", "3", "--out", str(tmp_path / "s")]) == 0
+    used = set(pd.read_csv(tmp_path / "s" / "truth.csv")["source_path"])
+    assert len(used) >= 4 and used.isdisjoint(set(segs["path"]))
+    assert used <= set(pd.read_csv(setup["out"] / "sirens.csv")["path"])
+
+
 def test_a_second_detect_on_a_busy_folder_is_refused(setup, tmp_path, capsys):
     import subprocess
     import sys
