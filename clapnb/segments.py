@@ -208,8 +208,11 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
                    seed: int = 0, hop_s: float | None = None, snr_db: float = 20.0,
                    drop_empty_classes: bool = False,
                    split_fractions: Sequence[float] | None = None,
-                   lowpass_hz: float | None = None) -> pd.DataFrame:
+                   lowpass_hz: float | None = None, test_fold: int | None = None) -> pd.DataFrame:
     """The segments table for one length (schema: docs/architecture.md, "Segments table").
+
+    ``test_fold``: split by the data set's official folds (:mod:`clapnb.folds`, ``--protocol
+    folds``) instead of the seeded plan; the seed still drives sampling and augmentation.
 
     ``lowpass_hz``: bandwidth harmonisation (:mod:`clapnb.shortcuts`); every segment is to be
     cut from its recording low-passed at this frequency. Recorded in the ``lowpass_hz`` column
@@ -246,7 +249,12 @@ def build_segments(recordings: pd.DataFrame, length_s: float, *, counts: Sequenc
     if bad_dur:
         raise InputError(f"{len(bad_dur)} recording(s) have no duration, e.g. {bad_dur[0]}")
 
-    assigned = assign_splits(rec, seed=seed, counts=counts, split_fractions=split_fractions)
+    if test_fold is None:
+        assigned = assign_splits(rec, seed=seed, counts=counts, split_fractions=split_fractions)
+    else:
+        from clapnb.folds import assign_fold_splits
+
+        assigned = assign_fold_splits(rec, test_fold=test_fold, seed=seed)
     holes = empty_cells(assigned)
     if holes and not drop_empty_classes:
         n_groups = assigned.groupby("class")["group"].nunique()

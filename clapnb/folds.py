@@ -1,0 +1,126 @@
+"""Official cross-validation folds (``--protocol folds``), beside the paper's seeded plan.
+
+ESC-50 ships 5 folds and UrbanSound8K 10; clips cut from one freesound recording share a fold, so
+a fold split is group-disjoint by construction. As in the HEAR kit, repeat ``i`` tests on fold
+``i``, stops early and selects on the next fold (``i+1``, cyclically) and trains on the rest. Our
+probe keeps the paper's four splits, so that next fold's *groups* are dealt half to
+``validation`` (model selection, reported) and half to ``early_stop`` (seeded, per class).
+
+A table mixing sources with different fold counts (the shared clips: ESC-50 and UrbanSound8K) is
+put on the smallest count: fold ``f`` becomes ``(f - 1) % n + 1`` (UrbanSound8K folds 1 and 6
+become fold 1, ...). Merging folds keeps every group inside one fold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clapnb.errors import InputError
+
+PROTOCOLS = ("paper", "folds")
+
+
+def _source(recordings: pd.DataFrame) -> pd.Series:
+    return recordings["source"].astype(str) if "source" in recordings.columns else pd.Series("data", recordings.index)
+
+
+def fold_numbers(recordings: pd.DataFrame) -> tuple[pd.Series, int, list[str]]:
+    """Per recording its (possibly merged) fold 1..n, the number of folds n, and notices.
+
+    Refuses recordings without a fold, a source with a single fold, and a group that spans folds
+    (it would leak between test and train).
+    """
+    rec = recordings[recordings["class"].notna()] if "class" in recordings.columns else recordings
+    if "fold" not in rec.columns or rec["fold"].isna().any():
+        n_missing = len(rec) if "fold" not in rec.columns else int(rec["fold"].isna().sum())
+        example = rec.loc[rec["fold"].isna(), "path"].iloc[0] if "fold" in rec.columns else rec["path"].iloc[0]
+        raise InputError(f"--protocol folds: {n_missing} recording(s) have no official fold, e.g. {example}; "
+                         "use --protocol paper, or give a manifest with a 'fold' column")
+    fold = rec["fold"].astype(int)
+    src = _source(rec)
+    per_source = {s: sorted(fold[src == s].unique()) for s in sorted(src.unique())}
+    for s, folds in per_source.items():
+        if len(folds) < 3:
+            raise InputError(f"--protocol folds: source {s} has {len(folds)} fold(s) ({folds}); cross-validation "
+                             "needs at least 3 (test, validation, train); use --protocol paper")
+    n = min(max(f) for f in per_source.values())
+    notices = []
+    if any(max(f) != n for f in per_source.values()):
+        merged = ", ".join(f"{s} ({max(f)} folds)" for s, f in per_source.items() if max(f) != n)
+        notices.append(f"notice: sources have different fold counts; {merged} put on {n} folds "
+                       f"(fold f -> (f-1) % {n} + 1)")
+    out = (fold - 1) % n + 1
+    spans = pd.DataFrame({"group": rec["group"], "fold": out}).groupby("group")["fold"].nunique()
+    if (spans > 1).any():
+        g = spans[spans > 1].index[0]
+        raise InputError(f"--protocol folds: group {g} has recordings in {int(spans[g])} folds; one source "
+                         "recording in two folds leaks between test and train. Fix the manifest's fold column "
+                         "or use --protocol paper (it splits by group)")
+    return out, n, notices
+
+
+def assign_fold_splits(recordings: pd.DataFrame, *, test_fold: int, seed: int = 0) -> pd.DataFrame:
+    """Recordings with a class and a ``split`` column for one cross-validation repeat.
+
+    ``test_fold`` (1..n) is the test split; fold ``test_fold % n + 1`` is halved by group into
+    validation and early_stop; the other folds are train.
+    """
+    from clapnb.segments import _class_order, _rng
+
+    rec = recordings[recordings["class"].notna()].copy()
+    fold, n, _ = fold_numbers(rec)
+    if not (isinstance(test_fold, (int, np.integer)) and 1 <= test_fold <= n):
+        raise InputError(f"--protocol folds: test fold {test_fold!r} is not one of the {n} folds (1..{n})")
+    held = test_fold % n + 1
+    rec["fold"] = fold.astype("Int64").to_numpy()
+    rec["split"] = np.where(fold == test_fold, "test", np.where(fold == held, "", "train"))
+    # deal the held-out fold's groups per class: validation first, then early_stop, alternating
+    held_rows = rec[rec["split"] == ""]
+    primary = held_rows.groupby("group")["class"].agg(lambda c: c.value_counts().index[0])
+    split_of = {}
+    for cls in _class_order(primary.unique()):
+        groups = sorted(primary[primary == cls].index)
+        order = _rng(seed, "fold-split", cls, str(test_fold)).permutation(len(groups))
+        for rank, i in enumerate(order):
+            split_of[groups[i]] = "validation" if rank % 2 == 0 else "early_stop"
+    mask = rec["split"] == ""
+    rec.loc[mask, "split"] = rec.loc[mask, "group"].map(split_of)
+    return rec.reset_index(drop=True)
+
+
+def parse_seeds(text: str | int | None = None, repeats: int | None = None) -> tuple[int, ...]:
+    """``--seeds 0-4`` / ``0,3,7`` or ``--repeats N`` (seeds 0..N-1) -> sorted unique seeds."""
+    if text not in (None, "") and repeats not in (None, 0, 1):
+        raise InputError("give either --seeds or --repeats, not both")
+    if text in (None, ""):
+        n = 1 if repeats is None else repeats
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"--repeats {repeats!r}: give a whole number of repeats >= 1")
+        return tuple(range(int(n)))
+    if isinstance(text, (int, np.integer)):
+        return (int(text),)
+    try:
+        return _seeds(str(text))
+    except InputError as exc:
+        raise InputError(f"--seeds {text!r}: {exc}; use a range or list of whole numbers, e.g. 0-4 or 0,3,7") from None
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    import re
+
+    items: list[int] = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise InputError(f"range {part} runs backwards")
+            items.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            items.append(int(part))
+        else:
+            raise InputError(f"{part!r} is not a whole number")
+    if not items:
+        raise InputError("no seed given")
+    return tuple(sorted(set(items)))
