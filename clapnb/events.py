@@ -53,6 +53,15 @@ def normalise(events: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["file", "onset_s", "class"], kind="stable").reset_index(drop=True)
 
 
+def drop_rejected(events: pd.DataFrame) -> pd.DataFrame:
+    """A reviewed table (``clapnb.review``, a ``status`` column) as an events table: the operator's final
+    events, i.e. without its ``rejected`` rows and rows relabelled ``background``. Other tables unchanged."""
+    if "status" not in events.columns:
+        return events
+    keep = (events["status"].astype(str) != "rejected") & (events["class"].astype(str) != "background")
+    return events[keep].reset_index(drop=True)
+
+
 def write_events(events: pd.DataFrame, out_dir: str | os.PathLike, stem: str = "events") -> tuple[Path, Path]:
     """``<stem>.csv`` (ISO 8601 times) and ``<stem>.parquet``, both atomic."""
     out = Path(out_dir)
@@ -79,7 +88,7 @@ def read_events(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in EVENT_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{p}: not an events table (missing columns {missing}; expected {list(EVENT_COLUMNS)})")
-    return normalise(df)
+    return normalise(drop_rejected(df))
 
 
 # --- Audacity ----------------------------------------------------------------------------------

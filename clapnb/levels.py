@@ -94,6 +94,9 @@ def read_events(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise InputError(f"--events {path}: missing column(s) {', '.join(missing)}; an events table has "
                          "file, onset_s, offset_s, class (and score)")
+    from clapnb.events import drop_rejected
+
+    df = drop_rejected(df)  # a reviewed table: the operator's final events
     df = df.copy()
     df["onset_s"] = pd.to_numeric(df["onset_s"], errors="coerce")
     df["offset_s"] = pd.to_numeric(df["offset_s"], errors="coerce")
