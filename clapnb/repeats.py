@@ -180,3 +180,117 @@ def summarise(table: pd.DataFrame, *, by: list[str], value: str, repeat: str = "
         rows.append({**dict(zip(by, key)), "mean": s.mean, "std": s.std, "n": s.n,
                      "text": s.text(), "values": s.values})
     return pd.DataFrame(rows)
+
+
+# --- results rows of repeated runs -------------------------------------------------------------
+
+#: Accuracy columns of a results row (:data:`clapnb.store.RESULT_COLUMNS`) summarised over repeats.
+METRICS: dict[str, str] = {"zeroshot_accuracy": "zero-shot (validation)",
+                           "probe_validation_accuracy": "probe (validation)",
+                           "probe_test_accuracy": "probe (test)"}
+
+
+def long_results(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One table of results rows from several repeats: ``{repeat id: rows}`` -> rows + ``repeat``."""
+    parts = [f.assign(repeat=str(k)) for k, f in frames.items() if f is not None and len(f)]
+    if not parts:
+        raise InputError("no repeat has results yet; run the sweep first")
+    return pd.concat(parts, ignore_index=True)
+
+
+def spread_table(long: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per length and metric: mean +/- std over repeats, per-repeat values, and the first repeat's
+    within-split bootstrap CI (what a single run would have shown)."""
+    metrics = dict(metrics or METRICS)
+    first = str(long["repeat"].iloc[0])
+    rows = []
+    for length, part in long.groupby("length_s", sort=True):
+        for col, name in metrics.items():
+            vals = part[["repeat", col]].dropna()
+            if vals.empty:
+                continue
+            s = spread(dict(zip(vals["repeat"], vals[col].astype(float))))
+            ci_cols = {"zeroshot_accuracy": "zeroshot_ci"}.get(col, col.removesuffix("_accuracy") + "_ci")
+            one = part[part["repeat"] == first]
+            lo = one[f"{ci_cols}_low"].iloc[0] if f"{ci_cols}_low" in one and len(one) else None
+            hi = one[f"{ci_cols}_high"].iloc[0] if f"{ci_cols}_high" in one and len(one) else None
+            rows.append({"length_s": int(length), "metric": col, "what": name, "mean": s.mean, "std": s.std,
+                         "n": s.n, "values": s.values, "first_repeat": first,
+                         "first_accuracy": one[col].iloc[0] if len(one) else None,
+                         "first_ci_low": lo, "first_ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def format_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """The Results-page table: one row per length, a column per metric ('61.2 ± 3.4'), the per-repeat
+    values, and the first repeat's number with its within-split 95 % bootstrap interval."""
+    out = []
+    for length, part in table.groupby("length_s", sort=True):
+        row: dict = {"length (s)": int(length)}
+        for r in part.itertuples(index=False):
+            s = Spread(r.mean, r.std, r.n, r.values)
+            row[f"{r.what}: mean ± std over repeats"] = s.text()
+            row[f"{r.what}: per repeat"] = ", ".join(f"{k}: {100 * v:.1f}" for k, v in r.values.items())
+            if r.first_accuracy is not None and r.first_ci_low is not None and not pd.isna(r.first_ci_low):
+                row[f"{r.what}: {r.first_repeat} alone [95 % CI]"] = (
+                    f"{100 * r.first_accuracy:.1f} [{100 * r.first_ci_low:.1f}, {100 * r.first_ci_high:.1f}]")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _by_repeat(long: pd.DataFrame, length: int, col: str) -> dict:
+    part = long[(long["length_s"] == length)][["repeat", col]].dropna()
+    return dict(zip(part["repeat"], part[col].astype(float)))
+
+
+def headline_comparisons(long: pd.DataFrame, *, at_length: int = 4, level: float = 0.95) -> pd.DataFrame:
+    """The paper's two headline comparisons, paired over repeats:
+
+    1. the best length (highest mean over repeats) against every other length, for zero-shot
+       (Table 2) and the probe (Table 3), on validation as in the paper;
+    2. the probe against zero-shot at ``at_length`` s (validation; the nearest length run if absent).
+    """
+    rows = []
+    lengths = sorted(int(v) for v in long["length_s"].unique())
+    for col, name in (("zeroshot_accuracy", "zero-shot"), ("probe_validation_accuracy", "probe")):
+        if col not in long or long[col].dropna().empty:
+            continue
+        means = long.groupby("length_s")[col].mean().dropna()
+        best = int(means.idxmax())
+        for other in lengths:
+            if other == best:
+                continue
+            a, b = _by_repeat(long, best, col), _by_repeat(long, other, col)
+            if not a or not b or not set(a) & set(b):
+                continue
+            d = paired_difference(a, b, level=level)
+            rows.append({"comparison": f"{name}: best length vs {other} s", "a": f"{name} {best} s",
+                         "b": f"{name} {other} s", **_diff_fields(d)})
+    if lengths and "zeroshot_accuracy" in long and not long["zeroshot_accuracy"].dropna().empty:
+        at = min(lengths, key=lambda n: (abs(n - at_length), n))
+        a, b = _by_repeat(long, at, "probe_validation_accuracy"), _by_repeat(long, at, "zeroshot_accuracy")
+        if a and b and set(a) & set(b):
+            d = paired_difference(a, b, level=level)
+            rows.append({"comparison": f"probe vs zero-shot at {at} s", "a": f"probe {at} s",
+                         "b": f"zero-shot {at} s", **_diff_fields(d)})
+    return pd.DataFrame(rows)
+
+
+def _diff_fields(d: PairedDifference) -> dict:
+    return {"mean_difference": d.mean, "low": d.low, "high": d.high, "p_value": d.p_value, "n": d.n,
+            "verdict": d.verdict.replace("a > b", "a better").replace("a < b", "b better"), "text": d.text(),
+            "method": d.method}
+
+
+def resolution_note(n_segments: int, accuracy: float, n_groups: int | None = None) -> str:
+    """What one split can resolve: one segment's worth of accuracy and the binomial standard error
+    (a lower bound: segments of one recording are correlated, and the recording draw adds more)."""
+    if n_segments < 1:
+        raise InputError(f"resolution_note: n_segments must be >= 1, got {n_segments}")
+    one = 100.0 / n_segments
+    se = 100.0 * float(np.sqrt(accuracy * (1 - accuracy) / n_segments))
+    groups = f" from {n_groups} recordings" if n_groups else ""
+    return (f"With {n_segments} validation segments{groups}, one segment is {one:.3f} points of accuracy and "
+            f"the binomial standard error at {100 * accuracy:.1f} % is {se:.2f} points (a lower bound: segments "
+            f"of one recording are not independent, and another draw of recordings moves the number further, "
+            f"as the spread over repeats shows).")

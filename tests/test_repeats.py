@@ -78,3 +78,41 @@ def test_summarise_groups_rows_and_keeps_seeds():
     assert s.loc[1, "values"] == {0: 0.6, 1: 0.6, 2: 0.9}
     with pytest.raises(InputError, match="lacks columns"):
         repeats.summarise(t, by=["backbone"], value="accuracy")
+
+
+def _rows(seed_offsets):
+    rows = []
+    for seed, off in seed_offsets.items():
+        for L, base in ((1, 0.40), (4, 0.60), (7, 0.58)):
+            rows.append({"repeat": f"seed-{seed}", "length_s": L, "zeroshot_accuracy": base - 0.1 + off,
+                         "zeroshot_ci_low": base - 0.15, "zeroshot_ci_high": base - 0.05,
+                         "probe_validation_accuracy": base + off + 0.01 * seed,
+                         "probe_validation_ci_low": base - 0.05, "probe_validation_ci_high": base + 0.05,
+                         "probe_test_accuracy": base - 0.1 + off, "probe_test_ci_low": 0.1, "probe_test_ci_high": 0.9})
+    return pd.DataFrame(rows)
+
+
+def test_spread_table_and_headline_comparisons_from_results_rows():
+    long = _rows({0: 0.0, 1: 0.05, 2: -0.03, 3: 0.02})
+    table = repeats.spread_table(long)
+    row = table[(table["length_s"] == 4) & (table["metric"] == "probe_validation_accuracy")].iloc[0]
+    vals = [0.60, 0.66, 0.59, 0.65]
+    assert row["mean"] == pytest.approx(np.mean(vals)) and row["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert row["first_repeat"] == "seed-0" and row["first_ci_low"] == pytest.approx(0.55)
+    shown = repeats.format_spread(table)
+    assert shown.loc[shown["length (s)"] == 4, "probe (validation): per repeat"].iloc[0].startswith("seed-0: 60.0")
+    comp = repeats.headline_comparisons(long)
+    best_vs_1 = comp[comp["comparison"] == "probe: best length vs 1 s"].iloc[0]
+    assert best_vs_1["a"] == "probe 4 s" and best_vs_1["mean_difference"] == pytest.approx(0.20)
+    assert best_vs_1["low"] == pytest.approx(0.20) and best_vs_1["verdict"] == "a better"  # the same offset per seed
+    vs7 = comp[comp["comparison"] == "probe: best length vs 7 s"].iloc[0]
+    assert vs7["mean_difference"] == pytest.approx(0.02)
+    pz = comp[comp["comparison"] == "probe vs zero-shot at 4 s"].iloc[0]
+    d = np.array(vals) - np.array([0.5, 0.55, 0.47, 0.52])
+    assert pz["mean_difference"] == pytest.approx(d.mean())
+    assert pz["high"] - pz["low"] == pytest.approx(2 * stats.t.ppf(0.975, 3) * stats.sem(d))
+
+
+def test_resolution_note_numbers():
+    text = repeats.resolution_note(2100, 0.7293)
+    assert "0.048 points" in text and f"{100 * np.sqrt(0.7293 * 0.2707 / 2100):.2f} points" in text
