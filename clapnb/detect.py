@@ -223,8 +223,11 @@ def window_key(start_s: float, end_s: float) -> str:
 
 def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *, cache_root=None,
                        batch_size: int = 16, shard_rows: int = 256, flush_s: float = 60.0,
-                       block_s: float = 30.0) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Windows table (index, start_s, end_s, tail), their embeddings, and counts (cached/computed)."""
+                       block_s: float = 30.0, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Windows table (index, start_s, end_s, tail), their embeddings, and counts (cached/computed).
+
+    ``progress``: a per-window bar for this file (hours-long files take a while on a CPU).
+    """
     from clapnb import audio, stream
     from clapnb.embeddings import embed_waveforms
 
@@ -258,6 +261,10 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
         pending_k, pending_x, last = [], [], time.perf_counter()
 
     if not done.all():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int((~done).sum()), desc=Path(path).name[:30], unit="window", leave=False,
+                   disable=not progress)
         first = int(np.argmin(done))
         batch_i: list[int] = []
         batch_w: list[np.ndarray] = []
@@ -268,6 +275,7 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
                 X[i] = e
                 pending_k.append(keys[i])
                 pending_x.append(e)
+            bar.update(len(batch_i))
             batch_i.clear()
             batch_w.clear()
             if len(pending_k) >= shard_rows or time.perf_counter() - last >= flush_s:
@@ -284,6 +292,7 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
             if batch_w:
                 run_batch()
         finally:
+            bar.close()
             flush()
     return table, X, {"n_windows": len(keys), "n_cached": n_cached, "n_computed": len(keys) - n_cached,
                       "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,
@@ -379,7 +388,7 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                               "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels}
                 else:
                     table, X, counts = embed_file_windows(path, sha, backbone, probe, hop_s, cache_root=cache_dir,
-                                                          batch_size=batch_size, block_s=block_s)
+                                                          batch_size=batch_size, block_s=block_s, progress=progress)
                     P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {path}"))
                     wt = table.copy()
                     for k, c in enumerate(classes):
