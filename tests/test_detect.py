@@ -297,3 +297,30 @@ def test_post_processing_by_hand():
     assert ev[["onset_s", "offset_s", "class"]].values.tolist() == [[1, 2, "a"]]
     with pytest.raises(Exception, match="aggregate"):
         detect.PostConfig(aggregate="median")
+
+
+def test_random_weights_stand_in_detections_are_labelled(clap_2023, tmp_path):
+    """A probe on the random-weights CLAP stand-in: detect runs its msclap path and says RANDOM WEIGHTS everywhere."""
+    from clapnb import probe as probe_mod
+
+    from clapnb import io
+    from clapnb.embeddings import _backbone_meta
+
+    meta = json.loads(json.dumps(io.to_jsonable(_backbone_meta(clap_2023, None))))  # as embeddings.json holds it
+    rng = np.random.default_rng(0)
+    classes = ["dogs", "sirens_alarms"]
+    head = probe_mod.Probe(weight=rng.normal(0, 0.05, (2, clap_2023.dim)).astype(np.float32),
+                           bias=np.zeros(2, np.float32), mean=np.zeros(clap_2023.dim, np.float32),
+                           scale=np.ones(clap_2023.dim, np.float32), classes=classes,
+                           config=probe_mod.ProbeConfig(), backbone=meta, length_s=5.0)
+    probe_mod.save_probe(tmp_path / "probe.pt", head)
+    wav = tmp_path / "site.wav"
+    sf.write(wav, scene.noise(6 * 22050, "pink", -30.0, 3), 22050)
+    res = detect.detect_files(tmp_path / "probe.pt", [str(wav)], tmp_path / "det", backbone=clap_2023,
+                              cache_dir=tmp_path / "cache", post=detect.PostConfig(threshold=0.0, open_set_threshold=0.0))
+    rec = json.loads((tmp_path / "det" / "detect.json").read_text())
+    assert rec["random_weights"] is True and "NOT CLAP results" in rec["warning"]
+    assert rec["backbone"]["name"] == "msclap-2023" and rec["mode"] == "fp32"
+    assert rec["files"][0]["n_windows"] == 2 and "open-set rule" in rec["background"]["rule"]
+    assert detect.summary(res).startswith("WARNING: RANDOM-WEIGHTS")
+    assert len(res.events) >= 1 and set(res.events["class"]) <= set(classes)
