@@ -222,6 +222,22 @@ def test_start_time_from_name_gives_clock_times(setup, tmp_path):
     assert (ev["end_time"] - ev["start_time"]).dt.total_seconds().round(6).tolist() == (ev["offset_s"] - ev["onset_s"]).round(6).tolist()
 
 
+def test_score_events_of_a_detection_against_its_own_exports_is_perfect(setup, detected, tmp_path):
+    """Raven and Audacity exports read back as references match the events one to one (files matched by name)."""
+    from clapnb.event_metrics import score_events
+
+    res = score_events(detected, detected / "raven_selections.txt")
+    assert res["event_based"]["micro"]["f_measure"] == 1.0 and res["class_agnostic"]["f_measure"] == 1.0
+    assert res["event_based"]["n_reference"] == res["event_based"]["n_estimated"] >= 1
+    truth = pd.read_csv(setup["scenes"] / "truth.csv")
+    first = json.loads((detected / "detect.json").read_text())["outputs"]["audacity"][truth["file"].iloc[0]]
+    res = score_events(detected, detected / first)  # labels of scene_000 only: named after the file's stem
+    ev = events.read_events(detected / "events.csv")
+    in_first = int((ev["file"] == truth["file"].iloc[0]).sum())  # the other file's events are false alarms here
+    assert res["event_based"]["micro"]["precision"] == pytest.approx(in_first / len(ev))
+    assert res["event_based"]["micro"]["recall"] == 1.0
+
+
 def test_detection_views_read_the_outputs(setup, detected):
     from clapnb import detect_plots
 
