@@ -380,10 +380,12 @@ def probe_classes(present: Sequence[str]) -> list[str]:
 
 def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
               grid: dict[str, list] | None = None, *, ci_seed: int | None = None,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, extra_labels: str | os.PathLike | None = None) -> dict:
     """Train and evaluate the probe on a run folder; writes probe.json, probe.pt and predictions.
 
     ``progress``: called with one line per step and every few epochs (e.g. ``print`` to stderr).
+    ``extra_labels``: a ``reviewed.parquet`` (clapnb.review) whose answers join the train split
+    (:func:`clapnb.review.extra_examples`; recorded in probe.json under ``extra_labels``).
     """
     from clapnb.embeddings import load_run_embeddings
 
@@ -403,11 +405,22 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
         raise InputError(f"{run_dir / 'segments.parquet'}: split(s) {', '.join(empty)} hold no "
                          "segments; the probe needs train, validation, early_stop and test. Rebuild "
                          "the segments with more recordings per class or larger split counts")
-    classes = probe_classes(segments["class"].unique())
+    extra = None
+    if extra_labels is not None:
+        from clapnb import review
+
+        length = float(segments["length_s"].iloc[0]) if "length_s" in segments else None
+        if length is None:
+            raise InputError(f"{run_dir}: segments record no length_s; --extra-labels needs the segment length")
+        extra = review.extra_examples(extra_labels, length, dict(emb.meta.get("backbone", emb.meta)), segments)
+    classes = probe_classes(list(segments["class"].unique()) + (list(set(extra[1])) if extra else []))
     index = {c: i for i, c in enumerate(classes)}
     y = segments["class"].map(index).to_numpy()
     masks = {s: (segments["split"] == s).to_numpy() for s in SPLITS}
     data = {s: (X[m], y[m]) for s, m in masks.items()}
+    if extra is not None:
+        data["train"] = (np.concatenate([data["train"][0], check_features(extra[0], "extra-label embeddings")]),
+                         np.concatenate([data["train"][1], np.array([index[c] for c in extra[1]], dtype=np.int64)]))
     if progress:
         sizes_text = ", ".join(f"{s} {int(m.sum())}" for s, m in masks.items())
         progress(f"training nn.Linear({X.shape[1]}, {len(classes)}) on {run_dir} ({sizes_text} segments)")
@@ -436,7 +449,7 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
         "correct": logits.argmax(axis=1) == y,
         "scores": [row.astype(np.float32) for row in probs],
     })
-    train_classes = set(segments.loc[masks["train"], "class"])
+    train_classes = set(segments.loc[masks["train"], "class"]) | set(extra[1] if extra is not None else [])
     record = {
         "backbone": meta,
         "random_weights": bool(meta.get("random_weights", False)),
@@ -453,6 +466,7 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
         "history": result.history.to_dict(orient="list"),
         "length_s": probe.length_s,
         "n_per_split": {s: int(m.sum()) for s, m in masks.items()},
+        "extra_labels": extra[2] if extra is not None else None,
         "head": f"nn.Linear({X.shape[1]}, {len(classes)}) on frozen embeddings"
                 + (", features z-scored with train statistics" if probe.config.standardize else ""),
     }

@@ -18,6 +18,7 @@ operator's final events. Columns: docs/architecture.md, "Review".
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -552,7 +553,8 @@ def answer_from_reference(review: Review, reference: pd.DataFrame, *, min_overla
             review.accept(e["event_id"], source="reference", advance=False)
             counts["accepted"] += 1
     if add_missed:
-        files = {os.path.realpath(f) for f in review.table["file"]}
+        analysed = [f["file"] for f in review.record.get("files", []) if f.get("status") != "skipped"]
+        files = {os.path.realpath(f) for f in [*review.table["file"], *analysed]}
         for j, r in ref.iterrows():
             if j not in matched and os.path.realpath(r["file"]) in files:
                 review.add(str(r["file"]), float(r["onset_s"]), float(r["offset_s"]), str(r["class"]), source="reference")
@@ -593,3 +595,102 @@ def precision_curve(table: pd.DataFrame) -> pd.DataFrame:
             rows.append({"class": cls, "min_score": float(s), "n": int(k), "precision": float(h / k)})
     df = pd.DataFrame(rows, columns=["class", "min_score", "n", "precision"])
     return df.drop_duplicates(["class", "min_score"], keep="last").reset_index(drop=True)
+
+
+# --- answers as training data (clapnb probe --extra-labels) ---------------------------------------------
+
+EXTRA_MAX_WINDOWS = 8  # windows per event at most, so one long event does not outweigh the rest
+
+
+def training_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """The operator's answers as labels: accepted/adjusted/relabelled/added events with their final class,
+    rejected ones as ``background``; pending rows are not labels."""
+    t = table[table["status"].isin(ANSWERED)]
+    cls = np.where(t["status"] == "rejected", BACKGROUND, t["class"].astype(str))
+    return pd.DataFrame({"file": t["file"].astype(str).to_numpy(), "onset_s": t["onset_s"].to_numpy(float),
+                         "offset_s": t["offset_s"].to_numpy(float), "class": cls,
+                         "status": t["status"].to_numpy()})
+
+
+def label_windows(onset_s: float, offset_s: float, length_s: float, duration_s: float,
+                  max_windows: int = EXTRA_MAX_WINDOWS) -> list[float]:
+    """Start times of the probe-length windows that represent one labelled event.
+
+    Shorter than a window: one window centred on it (inside the file where it fits); longer: up to
+    ``max_windows`` windows spread evenly from its onset to its offset, each inside the event.
+    """
+    top = max(0.0, duration_s - length_s)
+    d = offset_s - onset_s
+    if d <= length_s:
+        return [float(min(max(0.0, (onset_s + offset_s - length_s) / 2), top))]
+    n = int(min(max_windows, math.floor(d / length_s)))
+    if n == 1:
+        return [float(min(onset_s + (d - length_s) / 2, top))]
+    return [float(min(onset_s + i * (d - length_s) / (n - 1), top)) for i in range(n)]
+
+
+def _read_window(path: str, start_s: float, length_s: float, sr: int) -> np.ndarray:
+    import soundfile as sf
+
+    from clapnb import audio
+
+    info = audio.probe(path)
+    a = int(round(start_s * info.sample_rate))
+    b = a + int(round(length_s * info.sample_rate))
+    x, sr_in = sf.read(path, start=a, stop=min(b, info.frames), dtype="float32", always_2d=True)
+    y = audio.resample(x.mean(axis=1), sr_in, sr)
+    return audio.cut(y, sr, 0.0, length_s)
+
+
+def extra_examples(path: str | os.PathLike, length_s: float, backbone_meta: dict, segments: pd.DataFrame, *,
+                   backbone=None, max_windows: int = EXTRA_MAX_WINDOWS) -> tuple[np.ndarray, list[str], dict]:
+    """Embeddings and labels of a reviewed table's answers, for the probe's train split only.
+
+    Grouped by file: every window of a file goes to training, and a file that any non-train segment
+    of the run comes from (same path or same content) is refused, so nothing of validation, early
+    stop or test is seen in training. Returns (X, labels, provenance record).
+    """
+    from clapnb import audio
+    from clapnb.embeddings import embed_waveforms
+
+    p = Path(path)
+    table = read_reviewed(p)
+    labels = training_labels(table)
+    if not len(labels):
+        raise InputError(f"--extra-labels {p}: no answered events (every row is pending); review some first")
+    files = sorted(set(labels["file"]))
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise InputError(f"--extra-labels {p}: the audio of {len(missing)} file(s) is missing, e.g. {missing[0]}")
+    held = segments[segments["split"] != "train"]
+    held_paths = {os.path.realpath(q) for q in held["path"].astype(str)}
+    held_sha = set(held["sha256"].astype(str)) if "sha256" in held else set()
+    shas = {f: io.file_sha256(f) for f in files}
+    leaks = [f for f in files if os.path.realpath(f) in held_paths or shas[f] in held_sha]
+    if leaks:
+        raise InputError(f"--extra-labels {p}: {len(leaks)} file(s) also hold validation/early-stop/test segments "
+                         f"of this run, e.g. {leaks[0]}; extra labels must come from other recordings")
+    if backbone is None:
+        from clapnb.backbones import backbone_from_metadata
+
+        backbone = backbone_from_metadata(backbone_meta)
+    waves, ys, per_file = [], [], {}
+    for f, g in labels.groupby("file", sort=True):
+        dur = audio.probe(f).duration_s
+        n0 = len(ys)
+        for r in g.itertuples(index=False):
+            for s in label_windows(r.onset_s, r.offset_s, length_s, dur, max_windows):
+                waves.append(_read_window(f, s, length_s, backbone.sample_rate))
+                ys.append(r[3])
+        per_file[f] = len(ys) - n0
+    X = embed_waveforms(backbone, waves, backbone_meta)
+    info = {"path": str(p.resolve()), "sha256": io.file_sha256(p), "split": "train",
+            "n_answers": {s: int(n) for s, n in labels["status"].value_counts().sort_index().items()},
+            "n_windows": len(ys),
+            "windows_per_class": {c: int(n) for c, n in pd.Series(ys).value_counts().sort_index().items()},
+            "files": [{"path": f, "sha256": shas[f], "n_windows": per_file[f]} for f in files],
+            "reviewers": sorted(set(table.loc[table["status"].isin(ANSWERED), "reviewer"].astype(str)) - {""}),
+            "rule": (f"answered events only (pending rows ignored); rejected -> background; up to {max_windows} "
+                     f"windows of {length_s:g} s per event (one centred on a shorter event); all to the train "
+                     "split, grouped by file; files holding validation/early_stop/test segments refused")}
+    return X, ys, info

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.add_argument("--grid", default=None,
                    help="hyper-parameter grid selected on validation, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4'")
+    p.add_argument("--extra-labels", metavar="REVIEWED", default=None,
+                   help="reviewed.parquet of an operator review: its answered events (rejected ones as background) "
+                        "join the train split, grouped by file; recorded in probe.json")
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     config = probe.ProbeConfig(**given)
     grid = probe.parse_grid(args.grid) if args.grid else None
     progress = None if args.no_progress else (lambda line: print(f"probe: {line}", file=sys.stderr, flush=True))
-    record = probe.run_probe(args.run, config, grid, progress=progress)
+    record = probe.run_probe(args.run, config, grid, progress=progress, extra_labels=args.extra_labels)
     random = " [RANDOM WEIGHTS: NOT CLAP RESULTS]" if record["random_weights"] else ""
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
@@ -59,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         ci = m["accuracy_ci"]
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
               f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}{random}")
+    if record.get("extra_labels"):
+        x = record["extra_labels"]
+        print(f"  extra labels: {x['n_windows']} windows from {len(x['files'])} reviewed file(s) added to train "
+              f"({', '.join(f'{c} {n}' for c, n in x['windows_per_class'].items())})")
     if record["classes_without_train_data"]:
         print(f"  note: no training segments for {', '.join(record['classes_without_train_data'])}")
     out = Path(args.run)
