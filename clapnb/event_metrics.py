@@ -4,7 +4,8 @@
   event matches a reference event of its class when the onsets differ by at most ``collar_s`` and
   the offsets by at most ``max(collar_s, offset_tolerance x reference length)``. Defaults (1 s,
   50 %) suit multi-second windows on a 1-s grid; DCASE's 200 ms collar is for frame-level systems.
-  Per class, micro (``overall``) and macro (``class_wise_average``).
+  Per class, micro (``overall``) and macro (mean of the per-class values; a class with reference
+  events and no detection counts F1 = 0, where sed_eval's own class-wise average would skip it).
 * **segment-based F1** (sed_eval, ``SegmentBasedMetrics``): activity per class in 1-s segments.
 * **class-agnostic detection F1**: every class renamed ``event`` (overlaps merged), then
   event-based F1 as above: did we find *that something spurious happened*, and when.
@@ -37,10 +38,18 @@ def _container(df: pd.DataFrame):
 
 
 def _prf(d: dict) -> dict:
-    """F1, precision, recall from a sed_eval result block (NaN -> None)."""
+    """F1, precision, recall from a sed_eval result block (NaN -> None).
+
+    sed_eval leaves F1 undefined when nothing was detected (precision 0/0) or nothing was to be
+    found (recall 0/0); with events on the other side no event was matched, so F1 is 0 then.
+    Both sides empty (a class absent from reference and detections) stays None.
+    """
     d = d["f_measure"]
-    return {k: (None if d.get(k) is None or (isinstance(d.get(k), float) and np.isnan(d[k])) else float(d[k]))
-            for k in ("f_measure", "precision", "recall")}
+    out = {k: (None if d.get(k) is None or (isinstance(d.get(k), float) and np.isnan(d[k])) else float(d[k]))
+           for k in ("f_measure", "precision", "recall")}
+    if out["f_measure"] is None and 0.0 in (out["precision"], out["recall"]):
+        out["f_measure"] = 0.0
+    return out
 
 
 def event_based(reference: pd.DataFrame, estimated: pd.DataFrame, classes: list[str], *, collar_s: float = 1.0,
@@ -57,8 +66,17 @@ def event_based(reference: pd.DataFrame, estimated: pd.DataFrame, classes: list[
     per_class = {c: {**_prf(v), "n_reference": int(r["class_wise"][c]["count"]["Nref"]),
                      "n_estimated": int(r["class_wise"][c]["count"]["Nsys"])}
                  for c, v in ((c, r["class_wise"][c]) for c in classes)}
-    return {"micro": _prf(r["overall"]), "macro": _prf(r["class_wise_average"]), "per_class": per_class,
+    return {"micro": _prf(r["overall"]), "macro": _macro(per_class), "per_class": per_class,
             "n_reference": int(len(reference)), "n_estimated": int(len(estimated))}
+
+
+def _macro(per_class: dict) -> dict:
+    """Mean over classes of F1/P/R, each over the classes where it is defined (a missed class counts 0)."""
+    out = {}
+    for k in ("f_measure", "precision", "recall"):
+        vals = [v[k] for v in per_class.values() if v[k] is not None]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out
 
 
 def segment_based(reference: pd.DataFrame, estimated: pd.DataFrame, classes: list[str],
@@ -71,8 +89,8 @@ def segment_based(reference: pd.DataFrame, estimated: pd.DataFrame, classes: lis
         m.evaluate(_container(reference[reference["file"] == f]), _container(estimated[estimated["file"] == f]),
                    evaluated_length_seconds=durations[f])
     r = m.results()
-    return {"micro": _prf(r["overall"]), "macro": _prf(r["class_wise_average"]),
-            "per_class": {c: _prf(r["class_wise"][c]) for c in classes}, "segment_s": segment_s}
+    per_class = {c: _prf(r["class_wise"][c]) for c in classes}
+    return {"micro": _prf(r["overall"]), "macro": _macro(per_class), "per_class": per_class, "segment_s": segment_s}
 
 
 def class_agnostic(reference: pd.DataFrame, estimated: pd.DataFrame, *, collar_s: float = 1.0,

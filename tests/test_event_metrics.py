@@ -30,6 +30,17 @@ def test_event_and_segment_based_f1_match_a_hand_computation():
     assert strict["micro"]["f_measure"] == 0.0  # 0.5-s onset errors are outside a 200-ms collar
     sb = em.segment_based(REF, EST, ["cats", "dogs"], {"a": 30.0}, segment_s=1.0)
     assert sb["micro"]["f_measure"] == pytest.approx(16 / 22)
+    # nothing detected: recall 0, precision undefined -> F1 0 (not "undefined")
+    none = em.event_based(REF, EST.iloc[:0], ["cats", "dogs"])
+    assert none["micro"] == {"f_measure": 0.0, "precision": None, "recall": 0.0}
+    assert none["per_class"]["dogs"]["f_measure"] == 0.0
+    with_birds = em.event_based(REF, EST, ["cats", "dogs", "birds"])
+    assert with_birds["per_class"]["birds"]["f_measure"] is None and with_birds["per_class"]["birds"]["n_reference"] == 0
+    assert with_birds["macro"]["f_measure"] == pytest.approx(2 / 3)  # a class absent on both sides is left out
+    missed = em.event_based(pd.concat([REF, REF.iloc[:1].assign(file="b", **{"class": "birds"})]), EST,
+                            ["cats", "dogs", "birds"])
+    assert missed["per_class"]["birds"]["f_measure"] == 0.0
+    assert missed["macro"]["f_measure"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)  # a missed class counts 0
     # class-agnostic: all three estimates match a reference event -> F1 = 1
     assert em.class_agnostic(REF, EST)["f_measure"] == pytest.approx(1.0)
 
