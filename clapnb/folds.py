@@ -13,12 +13,25 @@ become fold 1, ...). Merging folds keeps every group inside one fold.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 
+from clapnb import taxonomy
 from clapnb.errors import InputError
 
 PROTOCOLS = ("paper", "folds")
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    """The segments module's keyed generator (same construction; no import of segments: no circle)."""
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode("utf-8")) for k in keys)])
+
+
+def _class_order(classes) -> list[str]:
+    rank = {c: i for i, c in enumerate(taxonomy.SLUGS)}
+    return sorted(set(classes), key=lambda c: (rank.get(c, len(rank)), c))
 
 
 def _source(recordings: pd.DataFrame) -> pd.Series:
@@ -66,8 +79,6 @@ def assign_fold_splits(recordings: pd.DataFrame, *, test_fold: int, seed: int = 
     ``test_fold`` (1..n) is the test split; fold ``test_fold % n + 1`` is halved by group into
     validation and early_stop; the other folds are train.
     """
-    from clapnb.segments import _class_order, _rng
-
     rec = recordings[recordings["class"].notna()].copy()
     fold, n, _ = fold_numbers(rec)
     if not (isinstance(test_fold, (int, np.integer)) and 1 <= test_fold <= n):
