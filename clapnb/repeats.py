@@ -100,7 +100,7 @@ class PairedDifference:
     def text(self, scale: float = 100.0, digits: int = 1) -> str:
         if np.isnan(self.low):
             return f"{self.mean * scale:+.{digits}f} (n=1, no interval)"
-        return (f"{self.mean * scale:+.{digits}f} [{self.low * scale:+.{digits}f}, "
+        return (f"{self.mean * scale + 0.0:+.{digits}f} [{self.low * scale:+.{digits}f}, "
                 f"{self.high * scale:+.{digits}f}] (n={self.n})")
 
 
@@ -264,7 +264,7 @@ def headline_comparisons(long: pd.DataFrame, *, at_length: int = 4, level: float
             if not a or not b or not set(a) & set(b):
                 continue
             d = paired_difference(a, b, level=level)
-            rows.append({"comparison": f"{name}: best length vs {other} s", "a": f"{name} {best} s",
+            rows.append({"comparison": f"{name}: {best} s (best) vs {other} s", "a": f"{name} {best} s",
                          "b": f"{name} {other} s", **_diff_fields(d)})
     if lengths and "zeroshot_accuracy" in long and not long["zeroshot_accuracy"].dropna().empty:
         at = min(lengths, key=lambda n: (abs(n - at_length), n))
@@ -294,3 +294,67 @@ def resolution_note(n_segments: int, accuracy: float, n_groups: int | None = Non
             f"the binomial standard error at {100 * accuracy:.1f} % is {se:.2f} points (a lower bound: segments "
             f"of one recording are not independent, and another draw of recordings moves the number further, "
             f"as the spread over repeats shows).")
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False) if len(df) else "(none)"
+
+
+def results_section(doc: Mapping, *, segments_per_class: int | None = None) -> str:
+    """The Results page's section on repeats (MyST Markdown) from ``repeats.json``'s content."""
+    ids = list(doc.get("repeats", []))
+    spread_t = pd.DataFrame(doc.get("spread", []))
+    comps = pd.DataFrame(doc.get("comparisons", []))
+    rows = pd.DataFrame(doc.get("rows", []))
+    folds = bool(ids) and all(str(i).startswith("fold-") for i in ids)
+    what = "official folds" if folds else "split seeds"
+    parts = [f"## Over {len(ids)} {what}\n"]
+    if doc.get("random_weights"):
+        parts.append(":::{danger} Random weights\nThese repeats used the random-weights stand-in: the spread is a "
+                     "plumbing check, NOT a property of CLAP.\n:::\n")
+    parts.append(
+        f"One split is one draw of recordings. The study was repeated over {len(ids)} {what} "
+        f"({', '.join(ids)}): " + ("each fold is the test set once, the next fold gives validation and early "
+                                   "stopping, the rest train. " if folds else
+                                   "each seed deals the recordings (by group) to train, validation, early stop and "
+                                   "test anew; the embeddings of the segments both draws share come from the cache. ")
+        + "The first column per method is the mean ± standard deviation over the repeats; the per-repeat values "
+        "follow; the last is what the first repeat alone shows with its 95 % bootstrap interval over recordings "
+        "(the interval of one test set, which does not include the recording draw).\n")
+    if len(spread_t):
+        parts.append(":::{table} Accuracy (%) over repeats per segment length\n:name: table-repeats\n\n"
+                     + _markdown(format_spread(spread_t)) + "\n:::\n")
+    if len(comps):
+        shown = comps[["comparison", "text", "verdict", "p_value"]].rename(columns={
+            "text": "difference a - b, points [95 % paired t-interval over repeats]", "p_value": "p (paired t)"})
+        shown["p (paired t)"] = [("" if v is None or pd.isna(v) else f"{v:.3g}") for v in shown["p (paired t)"]]
+        parts.append(
+            ":::{table} The paper's headline comparisons, paired over the same repeats (validation accuracy as "
+            "in the paper). Pairing removes what the draw does to both configurations at once; "
+            "'not distinguishable': the interval contains 0.\n:name: table-repeats-paired\n\n"
+            + _markdown(shown) + "\n:::\n")
+    if len(rows) and "zeroshot_n" in rows and rows["zeroshot_n"].notna().any():
+        n_val = int(rows["zeroshot_n"].dropna().iloc[0])
+        acc = float(rows["zeroshot_accuracy"].dropna().mean())
+    elif len(rows) and rows.get("probe_validation_n") is not None and rows["probe_validation_n"].notna().any():
+        n_val = int(rows["probe_validation_n"].dropna().iloc[0])
+        acc = float(rows["probe_validation_accuracy"].dropna().mean())
+    else:
+        n_val = 0
+    paper_n = 21 * 100
+    text = ["### What the spread means for the paper's table\n",
+            "The paper's Table 2 ranks 4 s (72.93 %) above 7 s (72.89 %): 0.04 points. "
+            + resolution_note(paper_n, 0.7293).replace("With 2100", "With the paper's 2100 (21 classes x 100)")
+            + " A difference smaller than one segment cannot be told apart on one split, and no single-split "
+            "ranking of lengths within about two standard errors of each other is evidence."]
+    if n_val:
+        per = f" ({segments_per_class} validation segments per class)" if segments_per_class else ""
+        text.append(f"In this run{per}: " + resolution_note(n_val, acc).replace("With ", "with ", 1))
+    if len(spread_t):
+        sd = spread_t["std"].dropna()
+        if len(sd):
+            text.append(f"Across repeats, the standard deviation of an accuracy is {100 * sd.median():.1f} points "
+                        f"(median over lengths and methods; {100 * sd.min():.1f} to {100 * sd.max():.1f}); the paired "
+                        "table says which differences survive it.")
+    parts.append("\n\n".join(text) + "\n")
+    return "\n".join(parts)

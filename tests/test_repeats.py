@@ -102,10 +102,10 @@ def test_spread_table_and_headline_comparisons_from_results_rows():
     shown = repeats.format_spread(table)
     assert shown.loc[shown["length (s)"] == 4, "probe (validation): per repeat"].iloc[0].startswith("seed-0: 60.0")
     comp = repeats.headline_comparisons(long)
-    best_vs_1 = comp[comp["comparison"] == "probe: best length vs 1 s"].iloc[0]
+    best_vs_1 = comp[comp["comparison"] == "probe: 4 s (best) vs 1 s"].iloc[0]
     assert best_vs_1["a"] == "probe 4 s" and best_vs_1["mean_difference"] == pytest.approx(0.20)
     assert best_vs_1["low"] == pytest.approx(0.20) and best_vs_1["verdict"] == "a better"  # the same offset per seed
-    vs7 = comp[comp["comparison"] == "probe: best length vs 7 s"].iloc[0]
+    vs7 = comp[comp["comparison"] == "probe: 4 s (best) vs 7 s"].iloc[0]
     assert vs7["mean_difference"] == pytest.approx(0.02)
     pz = comp[comp["comparison"] == "probe vs zero-shot at 4 s"].iloc[0]
     d = np.array(vals) - np.array([0.5, 0.55, 0.47, 0.52])
@@ -116,3 +116,13 @@ def test_spread_table_and_headline_comparisons_from_results_rows():
 def test_resolution_note_numbers():
     text = repeats.resolution_note(2100, 0.7293)
     assert "0.048 points" in text and f"{100 * np.sqrt(0.7293 * 0.2707 / 2100):.2f} points" in text
+
+
+def test_results_section_names_the_repeats_and_the_paper_resolution():
+    long = _rows({0: 0.0, 1: 0.05, 2: -0.03})
+    doc = {"repeats": ["seed-0", "seed-1", "seed-2"], "rows": long.assign(zeroshot_n=60).to_dict(orient="records"),
+           "spread": repeats.spread_table(long).to_dict(orient="records"),
+           "comparisons": repeats.headline_comparisons(long).to_dict(orient="records"), "random_weights": True}
+    page = repeats.results_section(doc, segments_per_class=20)
+    assert page.startswith("## Over 3 split seeds") and "Random weights" in page
+    assert "probe: 4 s (best) vs 1 s" in page and "0.048 points" in page and "with 60 validation segments" in page
