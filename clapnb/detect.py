@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -223,12 +224,14 @@ def window_key(start_s: float, end_s: float) -> str:
 
 def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *, cache_root=None,
                        batch_size: int = 16, shard_rows: int = 256, flush_s: float = 60.0,
-                       block_s: float = 30.0, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict]:
+                       block_s: float = 30.0, progress: bool = False, first: int = 0,
+                       stop: int | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Windows table (index, start_s, end_s, tail), their embeddings, and counts (cached/computed).
 
     ``progress``: a per-window bar for this file (hours-long files take a while on a CPU).
+    ``first``/``stop``: only windows ``first..stop-1`` (one work unit of :mod:`clapnb.archive`).
     """
-    from clapnb import audio, stream
+    from clapnb import archive, audio, stream
     from clapnb.embeddings import embed_waveforms
 
     sr = backbone.sample_rate
@@ -239,7 +242,10 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
         raise audio.AudioError(f"{path}: {info.duration_s:.2f} s is shorter than one {probe.length_s:g}-s window; "
                                "nothing to analyse")
     n = int(round(probe.length_s * sr))
-    table = pd.DataFrame({"index": np.arange(len(starts)), "start_s": [s / sr for s, _ in starts],
+    stop = len(starts) if stop is None else min(int(stop), len(starts))
+    index = np.arange(first, stop)
+    starts = starts[first:stop]
+    table = pd.DataFrame({"index": index, "start_s": [s / sr for s, _ in starts],
                           "end_s": [(s + n) / sr for s, _ in starts], "tail": [t for _, t in starts]})
     keys = [window_key(a, b) for a, b in zip(table["start_s"], table["end_s"])]
     cache = window_cache(backbone, probe.backbone, sha256, cache_root)
@@ -265,7 +271,7 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
 
         bar = tqdm(total=int((~done).sum()), desc=Path(path).name[:30], unit="window", leave=False,
                    disable=not progress)
-        first = int(np.argmin(done))
+        skip = first + int(np.argmin(done))
         batch_i: list[int] = []
         batch_w: list[np.ndarray] = []
 
@@ -282,10 +288,10 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
                 flush()
 
         try:
-            for w in stream.iter_windows(path, probe.length_s, hop_s, sr, block_s=block_s, skip=first):
-                if done[w.index]:
+            for w in archive.iter_window_range(path, probe.length_s, hop_s, sr, skip, stop, block_s=block_s):
+                if done[w.index - first]:
                     continue
-                batch_i.append(w.index)
+                batch_i.append(w.index - first)
                 batch_w.append(w.wave)
                 if len(batch_w) == batch_size:
                     run_batch()
@@ -309,7 +315,7 @@ class DetectResult:
 
     @property
     def n_skipped(self) -> int:
-        return sum(f["status"] == "skipped" for f in self.record["files"])
+        return sum(f.get("status") == "skipped" for f in self.record["files"])
 
 
 def _safe_name(path: str) -> str:
@@ -332,8 +338,17 @@ def _journal(out: Path, entry: dict) -> None:
 def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                  hop_s: float | None = None, post: PostConfig = PostConfig(), name_format: str | None = None,
                  backbone=None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 16, progress: bool = False, block_s: float = 30.0) -> DetectResult:
-    """Detect events in every input; write the outputs in ``out_dir``; skip unreadable files with a reason."""
+                 batch_size: int = 16, progress: bool = False, block_s: float = 30.0, executor=None,
+                 chunk_s: float | None = None, estimate: bool = False, dry_run: bool = False,
+                 estimate_workers: int | None = None) -> DetectResult:
+    """Detect events in every input; write the outputs in ``out_dir``; skip unreadable files with a reason.
+
+    ``executor``: where the work units run (:mod:`clapnb.executor`, :mod:`clapnb.dask_executor`;
+    default: this process). ``chunk_s``: split files into units of this many seconds
+    (:mod:`clapnb.archive`). ``estimate``: measure a few windows and print the expected wall time
+    and storage on stderr first; ``dry_run``: only that (``estimate_workers`` workers assumed
+    when no executor is given).
+    """
     from clapnb import audio, events as ev_mod, probe as probe_mod, stream, timebase
 
     t0 = time.perf_counter()
@@ -367,9 +382,14 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
 
         from tqdm.auto import tqdm
 
-        statuses, all_events, all_scores, durations, high_freq = [], [], [], {}, {}
-        for path in tqdm(files, desc="detect", unit="file", disable=not progress):
+        from clapnb import archive
+        from clapnb.dask_executor import PROCESS_CACHE, make_executor
+
+        # 1. plan: per file its output key and, unless its output exists, its work units
+        plans: list[dict] = []
+        for path in files:
             entry: dict = {"file": path}
+            plan = {"entry": entry, "path": path, "units": [], "wt": None}
             try:
                 if not os.path.isfile(path):
                     raise audio.AudioError(f"{path}: no such file")
@@ -377,23 +397,139 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                 sha = io.file_sha256(path)
                 key = io.fingerprint([WINDOWS_FORMAT, sha, probe_sha, probe.length_s, hop_s])[:12]
                 target = _file_output(out, path, key)
-                reused = target.is_file()
-                if reused:
+                plan.update(info=info, sha=sha, key=key, target=target)
+                if target.is_file():
                     try:
-                        wt = pd.read_parquet(target)
+                        plan["wt"] = pd.read_parquet(target)
                     except Exception:  # a damaged output is recomputed (embeddings come from the cache)
-                        reused = False
-                if reused:
-                    counts = {"n_windows": len(wt), "n_cached": len(wt), "n_computed": 0,
-                              "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels}
+                        plan["wt"] = None
+                if plan["wt"] is None:
+                    n_total = stream.output_frames(info.frames, info.sample_rate, backbone.sample_rate)
+                    starts = stream.window_starts(n_total, backbone.sample_rate, probe.length_s, hop_s)
+                    if not starts:
+                        raise audio.AudioError(f"{path}: {info.duration_s:.2f} s is shorter than one "
+                                               f"{probe.length_s:g}-s window; nothing to analyse")
+                    ranges = archive.chunk_ranges(np.array([s for s, _ in starts]) / backbone.sample_rate, chunk_s)
+                    for a, b in ranges:
+                        u = archive.unit_output(out, _safe_name(path), key, a, b)
+                        plan["units"].append({"first": a, "stop": b, "target": str(u), "path": path, "sha256": sha})
+            except (audio.AudioError, InputError, ClapnbError) as exc:
+                entry.update(status="skipped", reason=str(exc))
+            plans.append(plan)
+
+        # 2. the units whose output is missing, the cost estimate, then the work
+        bkey = "backbone:" + io.fingerprint([probe.backbone, device])
+        local_key = f"{bkey}#{id(backbone)}"  # this process's backbone object, under a key only it knows
+        PROCESS_CACHE[local_key] = backbone
+        common = {"probe": os.path.abspath(probe_path), "probe_sha256": probe_sha, "backbone_meta": probe.backbone,
+                  "device": device, "hop_s": hop_s, "cache": None if cache_dir is None else os.path.abspath(cache_dir),
+                  "batch_size": batch_size, "block_s": block_s}
+        todo: list[dict] = []
+        n_windows_total = 0
+        for plan in plans:
+            for u in plan["units"]:
+                n_windows_total += u["stop"] - u["first"]
+                if archive.read_unit(Path(u["target"])) is None:
+                    todo.append({**common, **u})
+        for plan in plans:
+            if plan["wt"] is not None:
+                n_windows_total += len(plan["wt"])
+        n_todo = sum(u["stop"] - u["first"] for u in todo)
+        own_executor = executor is None
+        if executor is None and not dry_run:
+            executor = make_executor(None)
+        workers = executor.workers if executor is not None else max(1, int(estimate_workers or 1))
+        est = None
+        if estimate or dry_run:
+            measured = None
+            for path in dict.fromkeys(u["path"] for u in todo):  # the first file that decodes
+                try:
+                    measured = archive.seconds_per_window(backbone, probe, path, hop_s, batch_size=batch_size,
+                                                          block_s=block_s)
+                    break
+                except audio.AudioError:
+                    continue
+            est = archive.estimate(n_todo, n_windows_total, measured, workers, backbone.dim, len(classes))
+            print(archive.estimate_line(est), file=sys.stderr, flush=True)
+        if dry_run:
+            PROCESS_CACHE.pop(local_key, None)
+            return DetectResult(ev_mod.empty_events(), pd.DataFrame(), {"dry_run": True, "estimate": est,
+                                                                        "n_files": len(files), "files": [p["entry"] for p in plans]})
+        link = getattr(executor, "dashboard_link", None)
+        if link:
+            print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+        # in this process the units use the backbone loaded above; other processes load their own once
+        in_process = not hasattr(executor, "client") and executor.workers == 1
+        for u in todo:
+            u["backbone_key"] = local_key if in_process else bkey
+        by_target = {u["target"]: plan for plan in plans for u in plan["units"]}
+        left = {id(plan): sum(archive.read_unit(Path(u["target"])) is None for u in plan["units"])
+                for plan in plans}
+        counts_of: dict[int, dict] = {}
+        t_work = time.perf_counter()
+
+        def assemble(plan: dict) -> None:
+            """All units of a file done: its window table, written as the file's output; units removed."""
+            parts = [archive.read_unit(Path(u["target"])) for u in plan["units"]]
+            if any(p is None for p in parts):
+                return
+            wt = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            io.atomic_write_parquet(plan["target"], wt)
+            for u in plan["units"]:
+                Path(u["target"]).unlink(missing_ok=True)
+            plan["wt"] = wt
+
+        try:
+            for plan in plans:
+                if plan["units"] and left[id(plan)] == 0 and plan["wt"] is None:
+                    assemble(plan)  # a killed client had finished every unit of this file
+            bar = tqdm(total=n_todo, desc="detect", unit="window", disable=not progress or not n_todo, smoothing=0.1)
+            for u, fut in executor.map_unordered(archive.run_unit, todo):
+                plan = by_target[u["target"]]
+                line = {"unit": [u["first"], u["stop"]], "file": u["path"], "time": time.time()}
+                exc = fut.exception()
+                if exc is not None:
+                    if not isinstance(exc, (audio.AudioError, InputError, ClapnbError)) and \
+                            type(exc).__name__ != "KilledWorker":
+                        raise exc
+                    reason = str(exc) if type(exc).__name__ != "KilledWorker" else \
+                        f"{u['path']}: windows {u['first']}..{u['stop'] - 1} killed their worker repeatedly ({exc})"
+                    plan["entry"].update(status="skipped", reason=reason)
+                    _journal(out, {**line, "status": "failed", "reason": reason})
                 else:
-                    table, X, counts = embed_file_windows(path, sha, backbone, probe, hop_s, cache_root=cache_dir,
-                                                          batch_size=batch_size, block_s=block_s, progress=progress)
-                    P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {path}"))
-                    wt = table.copy()
-                    for k, c in enumerate(classes):
-                        wt[c] = P[:, k].astype(np.float64)
-                    io.atomic_write_parquet(target, wt)
+                    res = fut.result()
+                    c = counts_of.setdefault(id(plan), {"n_windows": 0, "n_cached": 0, "n_computed": 0})
+                    for k in c:
+                        c[k] += res[k]
+                    _journal(out, {**line, "status": "done", **res})
+                    left[id(plan)] -= 1
+                    if left[id(plan)] == 0 and plan["entry"].get("status") != "skipped":
+                        assemble(plan)
+                bar.update(u["stop"] - u["first"])
+            bar.close()
+        finally:
+            PROCESS_CACHE.pop(local_key, None)
+            if own_executor:
+                executor.close()
+        work_s = time.perf_counter() - t_work
+
+        # 3. per file: timeline and events from its window table
+        statuses, all_events, all_scores, durations, high_freq = [], [], [], {}, {}
+        for plan in plans:
+            entry, path = plan["entry"], plan["path"]
+            try:
+                if entry.get("status") == "skipped":
+                    raise ClapnbError(entry["reason"])
+                info, wt, target = plan["info"], plan["wt"], plan["target"]
+                reused = not plan["units"]
+                if reused:
+                    counts = {"n_windows": len(wt), "n_cached": len(wt), "n_computed": 0}
+                else:
+                    counts = counts_of.get(id(plan), {"n_windows": len(wt), "n_cached": len(wt), "n_computed": 0})
+                    counts = {**counts, "n_windows": len(wt)}
+                counts.update(duration_s=info.duration_s, sample_rate=info.sample_rate, channels=info.channels)
+                if len(plan["units"]) > 1:
+                    counts["units"] = len(plan["units"])
                 probs = wt[classes].to_numpy(dtype=np.float64)
                 cells, scores = timeline(wt, probs, info.duration_s, grid_s, post.aggregate)
                 st = timebase.start_time(path, name_format)
@@ -411,7 +547,7 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                 durations[path] = info.duration_s
                 high_freq[path] = min(info.sample_rate, backbone.sample_rate) / 2
                 entry.update(status="done" if not reused else "reused", output=str(target.relative_to(out)),
-                             sha256=sha, n_events=len(fev), **counts, **st.to_dict())
+                             sha256=plan["sha"], n_events=len(fev), **counts, **st.to_dict())
             except (audio.AudioError, InputError, ClapnbError) as exc:
                 entry.update(status="skipped", reason=str(exc))
             statuses.append(entry)
@@ -454,7 +590,11 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
             "n_events": len(events), "outputs": {"events": ["events.csv", "events.parquet"], "scores": "scores.parquet",
                                                  "audacity": {f: f"audacity/{n}.txt" for f, n in names.items()},
                                                  "raven": "raven_selections.txt", "journal": "journal.jsonl"},
-            "seconds": round(time.perf_counter() - t0, 3), "clapnb_version": __version__,
+            "seconds": round(time.perf_counter() - t0, 3), "work_seconds": round(work_s, 3),
+            "estimate": est, "executor": {"type": type(executor).__name__, "workers": workers,
+                                          "scheduler": getattr(executor, "scheduler", None)},
+            "chunk_s": chunk_s, "n_units": sum(len(p["units"]) for p in plans), "n_units_run": len(todo),
+            "clapnb_version": __version__,
         }
         if random_weights:
             from clapnb.embeddings import RANDOM_WEIGHTS_WARNING

@@ -39,6 +39,17 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (for the backbone)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--scheduler", default=None, metavar="local|tcp://HOST:PORT",
+                   help="run the work units on Dask: 'local' starts a LocalCluster of --workers processes, "
+                        "tcp://HOST:PORT uses a running Dask scheduler (default: this process)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (with --scheduler local, default 2; without --scheduler: N local processes)")
+    p.add_argument("--chunk", default=None, metavar="DURATION",
+                   help="split long files into work units of this duration, e.g. 1h or 30min (default: one unit per file); "
+                        "results are identical with or without")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only print the cost estimate (windows x measured s/window / workers, storage) and exit")
+    p.add_argument("--no-estimate", action="store_true", help="do not measure and print the cost estimate first")
     p.set_defaults(func=run)
 
 
@@ -52,9 +63,26 @@ def run(args: argparse.Namespace) -> int:
                              pad_s=args.pad, open_set_threshold=args.open_set_threshold)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result = detect.detect_files(args.probe, args.inputs, args.out, hop_s=args.hop, post=post,
-                                 name_format=args.start_time_from_name, device=args.device, cache_dir=args.cache,
-                                 batch_size=args.batch_size, progress=not args.no_progress)
+    from clapnb import archive
+    from clapnb.dask_executor import make_executor
+
+    chunk_s = archive.parse_duration(args.chunk)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be 1 or more, got {args.workers}")
+    workers = args.workers or (2 if args.scheduler == "local" else 1)
+    executor = None if args.dry_run else make_executor(args.scheduler, workers)
+    try:
+        result = detect.detect_files(args.probe, args.inputs, args.out, hop_s=args.hop, post=post,
+                                     name_format=args.start_time_from_name, device=args.device, cache_dir=args.cache,
+                                     batch_size=args.batch_size, progress=not args.no_progress, executor=executor,
+                                     chunk_s=chunk_s, estimate=not args.no_estimate, dry_run=args.dry_run,
+                                     estimate_workers=workers)
+    finally:
+        if executor is not None:
+            executor.close()
+    if args.dry_run:
+        print(archive.estimate_line(result.record["estimate"]) if result.record["estimate"] else "estimate: no input")
+        return 0
     print(detect.summary(result))
     print(f"outputs in {args.out}: events.csv, events.parquet, scores.parquet, audacity/, raven_selections.txt, detect.json")
     if result.n_skipped == result.record["n_files"]:

@@ -1,0 +1,245 @@
+"""Detection over an archive: work units, the per-process backbone, the cost estimate.
+
+A **work unit** is a range of window indices ``[first, stop)`` of one recording: the whole file,
+or one time chunk of ``chunk_s`` seconds of a long file (the windows whose *start* lies in the
+chunk). Its audio runs from the first window's start to the last window's end, so consecutive
+units overlap by up to one window length of audio but never share a window: no window is lost or
+doubled, and the concatenated unit outputs are the unchunked file's windows, bit for bit.
+
+A unit is a module-level function (:func:`run_unit`) of a plain dict, so the same unit runs in
+this process, in a local worker process or on a Dask worker. It embeds its windows (through the
+shared embedding cache), applies the probe and writes one atomic parquet of window probabilities
+(``DIR/units/...``); rerunning it rewrites the same bytes. The client (:func:`clapnb.detect.detect_files`)
+plans the units, skips those whose output exists, journals each finished unit and assembles a
+file's output once all its units are done.
+
+The backbone and the probe are loaded once per process (:func:`clapnb.dask_executor.process_cached`,
+keyed by the backbone's metadata and device, or by the probe's SHA-256), never sent with a unit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clapnb import io
+from clapnb.dask_executor import PROCESS_CACHE, process_cached
+from clapnb.errors import InputError
+
+
+def parse_duration(text: str | float | None) -> float | None:
+    """``"1h"``, ``"30min"``, ``"90s"``, ``"3600"`` -> seconds; None/"0"/"" -> None (no chunking)."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        t = str(text).strip().lower()
+        if t in ("", "0", "none", "off"):
+            return None
+        units = (("min", 60.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("d", 86400.0))
+        factor = 1.0
+        for suffix, f in units:
+            if t.endswith(suffix):
+                t, factor = t[: -len(suffix)], f
+                break
+        try:
+            value = float(t) * factor
+        except ValueError:
+            raise InputError(f"--chunk wants a duration like 1h, 30min or 600s, got {text!r}") from None
+    if not value > 0:
+        raise InputError(f"--chunk must be positive, got {text!r}")
+    return value
+
+
+def chunk_ranges(starts_s: np.ndarray, chunk_s: float | None) -> list[tuple[int, int]]:
+    """Window index ranges ``[first, stop)``: the windows whose start lies in each ``chunk_s`` chunk."""
+    n = len(starts_s)
+    if n == 0:
+        return []
+    if not chunk_s:
+        return [(0, n)]
+    chunk_of = np.floor(np.asarray(starts_s, dtype=np.float64) / chunk_s + 1e-9).astype(np.int64)
+    edges = np.flatnonzero(np.diff(chunk_of)) + 1
+    bounds = [0, *edges.tolist(), n]
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def iter_window_range(path: str, length_s: float, hop_s: float, sr: int, first: int, stop: int, *,
+                      block_s: float = 30.0) -> Iterator:
+    """Windows ``first..stop-1`` of a recording, equal to those :func:`clapnb.stream.iter_windows` yields.
+
+    At the backbone's rate the file is read from the first window's start (a seek, mixed to mono
+    as ``stream.iter_blocks`` does: per sample, so blocks do not matter). When it must be
+    resampled the stream starts at the file's beginning, because a resampler started mid-file
+    gives different (if close) samples: bit-identity costs decoding the audio before the chunk.
+    """
+    from clapnb import audio, stream
+
+    info = audio.probe(path)
+    if first == 0 or info.sample_rate != sr:
+        for w in stream.iter_windows(path, length_s, hop_s, sr, block_s=block_s, skip=first):
+            if w.index >= stop:
+                return
+            yield w
+        return
+    import soundfile as sf
+
+    starts = stream.window_starts(info.frames, sr, length_s, hop_s)
+    n = int(round(length_s * sr))
+    lo, hi = starts[first][0], starts[stop - 1][0] + n
+    block = max(1, int(round(block_s * sr)))
+    with sf.SoundFile(path) as fh:
+        fh.seek(lo)
+        pos = lo
+        i = first
+        buf = np.zeros(0, dtype=np.float32)
+        buf_start = lo
+        while pos < hi:
+            try:
+                data = fh.read(min(block, hi - pos), dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise audio.AudioError(f"{path}: decoding failed after {pos / sr:.1f} s ({exc}); the file is "
+                                       "corrupt or truncated: re-export it or remove it") from exc
+            if not len(data):
+                raise audio.AudioError(f"{path}: the header announces {info.duration_s:.1f} s but only "
+                                       f"{pos / sr:.1f} s could be decoded; the file is truncated: re-export it or remove it")
+            if not np.isfinite(data).all():
+                raise audio.AudioError(f"{path}: NaN or infinite samples after {pos / sr:.1f} s; "
+                                       "re-export the file or remove it")
+            pos += len(data)
+            mono = data.mean(axis=1, dtype=np.float32)
+            buf = np.concatenate([buf, mono]) if len(buf) else mono
+            while i < stop and starts[i][0] + n <= buf_start + len(buf):
+                s, tail = starts[i]
+                off = s - buf_start
+                yield stream.Window(i, s / sr, (s + n) / sr, buf[off:off + n].copy(), tail)
+                i += 1
+            keep_from = starts[i][0] if i < stop else buf_start + len(buf)
+            drop = min(keep_from - buf_start, len(buf))
+            if drop > 0:
+                buf = buf[drop:]
+                buf_start += drop
+
+
+# --- the unit ------------------------------------------------------------------------------------
+
+def worker_backbone(key: str, meta: dict, device: str):
+    """The backbone of ``key`` in this process: registered by the client, or loaded once from ``meta``."""
+    def load():
+        from clapnb.backbones import backbone_from_metadata
+
+        return backbone_from_metadata(meta, device=device)
+
+    return process_cached(key, load)
+
+
+def worker_probe(path: str, sha256: str):
+    from clapnb import probe as probe_mod
+
+    return process_cached(f"probe:{sha256}", lambda: probe_mod.load_probe(path))
+
+
+def run_unit(unit: dict) -> dict:
+    """Embed and score one unit's windows; write its parquet atomically. Returns counts for the journal."""
+    from clapnb import detect, probe as probe_mod
+
+    t0 = time.perf_counter()
+    probe = worker_probe(unit["probe"], unit["probe_sha256"])
+    backbone = worker_backbone(unit["backbone_key"], unit["backbone_meta"], unit["device"])
+    table, X, counts = detect.embed_file_windows(
+        unit["path"], unit["sha256"], backbone, probe, unit["hop_s"], cache_root=unit["cache"],
+        batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"])
+    P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
+    wt = table.copy()
+    for k, c in enumerate(probe.classes):
+        wt[c] = P[:, k].astype(np.float64)
+    io.atomic_write_parquet(unit["target"], wt)
+    return {"n_windows": counts["n_windows"], "n_cached": counts["n_cached"], "n_computed": counts["n_computed"],
+            "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
+
+
+def unit_output(out: Path, name: str, key: str, first: int, stop: int) -> Path:
+    return out / "units" / f"{name}-{key}-{first:08d}-{stop:08d}.parquet"
+
+
+def read_unit(path: Path) -> pd.DataFrame | None:
+    """A finished unit's table, or None when it is missing or unreadable (then it is rerun)."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception:
+        return None
+
+
+# --- the cost estimate ----------------------------------------------------------------------------
+
+def seconds_per_window(backbone, probe, path: str, hop_s: float, *, n: int = 8, batch_size: int = 16,
+                       block_s: float = 30.0) -> dict:
+    """Decode and embed ``n`` windows of ``path`` on this machine (after one warm-up window)."""
+    from clapnb import stream
+    from clapnb.embeddings import embed_waveforms
+
+    t0 = time.perf_counter()
+    waves = []
+    for w in stream.iter_windows(path, probe.length_s, hop_s, backbone.sample_rate, block_s=block_s):
+        waves.append(w.wave)
+        if len(waves) > n:
+            break
+    decode = (time.perf_counter() - t0) / max(1, len(waves))
+    embed_waveforms(backbone, waves[:1], probe.backbone, batch_size=batch_size)  # warm-up (JIT, lazy init)
+    timed = waves[1:] or waves
+    t1 = time.perf_counter()
+    embed_waveforms(backbone, timed, probe.backbone, batch_size=batch_size)
+    embed = (time.perf_counter() - t1) / len(timed)
+    return {"windows_measured": len(timed), "decode_s": decode, "embed_s": embed, "s_per_window": decode + embed,
+            "measured_on": path}
+
+
+def estimate(n_todo: int, n_total: int, measured: dict | None, workers: int, dim: int, n_classes: int) -> dict:
+    """Expected wall time (windows x s/window / workers) and storage of a detection job."""
+    cache_bytes = n_todo * (dim * 4 + 48)  # float32 row + its key in a shard
+    output_bytes = n_total * (4 + n_classes) * 8  # window tables (index, start, end, tail, probabilities)
+    spw = measured["s_per_window"] if measured else None
+    return {"windows_total": int(n_total), "windows_todo": int(n_todo), "workers": int(workers),
+            "s_per_window": spw, "wall_s": (n_todo * spw / max(1, workers)) if spw is not None else 0.0,
+            "storage_bytes": int(cache_bytes + output_bytes), "cache_bytes": int(cache_bytes),
+            "output_bytes": int(output_bytes), "measurement": measured}
+
+
+def _human_s(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _human_b(b: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if b < 1000:
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1000
+    return f"{b:.1f} TB"
+
+
+def estimate_line(est: dict) -> str:
+    if not est["windows_todo"]:
+        return f"estimate: nothing to compute ({est['windows_total']} window(s) already done)"
+    if est["measurement"] is None:
+        return f"estimate: {est['windows_todo']} window(s) to compute; no file could be decoded to time them"
+    return (f"estimate: {est['windows_todo']} of {est['windows_total']} window(s) to compute x "
+            f"{est['s_per_window'] * 1000:.1f} ms/window / {est['workers']} worker(s) = {_human_s(est['wall_s'])} "
+            f"wall; storage ~{_human_b(est['storage_bytes'])} (cache {_human_b(est['cache_bytes'])}, "
+            f"outputs {_human_b(est['output_bytes'])}); measured on {est['measurement']['windows_measured']} "
+            "window(s) on this machine")
+
+
+def forget_backbone(key: str) -> None:
+    PROCESS_CACHE.pop(key, None)

@@ -1,0 +1,137 @@
+"""Jobs on a Dask cluster: the third implementation of :class:`clapnb.executor.Executor`.
+
+``--scheduler local`` starts a :class:`distributed.LocalCluster` of ``--workers N`` processes
+(one thread each: torch and BLAS threads are the parallelism inside a job, processes the
+parallelism across jobs); ``--scheduler tcp://HOST:PORT`` connects to a running scheduler
+(``dask scheduler`` + ``dask worker``, or dask-jobqueue on SLURM/PBS). Jobs are module-level
+functions with plain arguments, exactly as for the local executors, so a job never carries a
+model: each worker process loads a backbone once, on its first job, into :data:`PROCESS_CACHE`
+(see :func:`process_cached`), and keeps it for every later job.
+
+A worker that dies mid-job (killed, out of memory) is replaced by its nanny and the scheduler
+reruns its jobs elsewhere (``distributed.scheduler.allowed-failures`` times, then the job fails
+with ``KilledWorker``, which callers report like any other failed job).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from clapnb.errors import InputError
+
+#: Per-process objects too costly to rebuild per job (backbones, probes), keyed by their spec.
+PROCESS_CACHE: dict[str, Any] = {}
+
+
+def process_cached(key: str, factory: Callable[[], Any]) -> Any:
+    """``factory()`` once per process and key: a worker loads its backbone on its first job only."""
+    if key not in PROCESS_CACHE:
+        PROCESS_CACHE[key] = factory()
+    return PROCESS_CACHE[key]
+
+
+class DaskExecutor:
+    """Runs jobs on a Dask cluster: a new LocalCluster (``"local"``) or an existing scheduler address."""
+
+    def __init__(self, scheduler: str = "local", workers: int = 2, *, dashboard: bool = True) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        if scheduler == "local":
+            if int(workers) < 1:
+                raise InputError(f"--workers must be 1 or more, got {workers}")
+            self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                        dashboard_address=":0" if dashboard else None,
+                                        silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        elif scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+            try:
+                self.client = Client(scheduler, timeout="20s")
+            except OSError as exc:
+                raise InputError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
+                                 "'dask scheduler' (and 'dask worker ADDRESS') or use --scheduler local") from None
+        else:
+            raise InputError(f"--scheduler must be 'local' or a scheduler address like tcp://HOST:8786, got {scheduler!r}")
+        self.scheduler = scheduler
+
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh missing or disabled)
+            return None
+
+    def worker_pids(self) -> dict[str, int]:
+        """Worker address -> process id (what a test kills; what an operator looks up in ``top``)."""
+        import os
+
+        return self.client.run(os.getpid)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any):
+        return self.client.submit(fn, *args, pure=False)
+
+    def map_unordered(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """``(item, finished future)`` in completion order; a failed job's future holds its exception."""
+        from distributed import as_completed
+
+        futures = {}
+        for item in items:
+            futures[self.client.submit(fn, item, pure=False)] = item
+        for fut in as_completed(list(futures)):
+            yield futures[fut], fut
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_executor(scheduler: str | None = None, workers: int = 1):
+    """The executor for ``--scheduler``/``--workers``.
+
+    ``None``/``"inprocess"``: in this process (``workers`` > 1: that many local processes, the
+    pipeline layer's executor); ``"local"``: a LocalCluster of ``workers`` processes;
+    ``tcp://HOST:PORT``: an existing Dask cluster (``workers`` is ignored: the cluster has its own).
+    """
+    if scheduler in (None, "", "inprocess", "none"):
+        try:
+            from clapnb.executor import make_executor as local
+        except ImportError:  # before the pipeline layer's executor module: in this process only
+            return _InProcess()
+        return local(workers)
+    return DaskExecutor(scheduler, workers)
+
+
+class _InProcess:
+    """Each job at once, in this process (used only where :mod:`clapnb.executor` is absent)."""
+
+    workers = 1
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def map_unordered(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        for item in items:
+            yield item, self.submit(fn, item)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,250 @@
+"""Detection over an archive in work units: chunked == unchunked, Dask == in-process, killed worker/client.
+
+The archive: a 44.1-kHz file composed of real clips (read with seeks in chunks), a 48-kHz one
+(resampled: chunks stream from the start), two real clips as they are, and a corrupt file. The
+probe: a logistic regression on MFCC embeddings of other real clips (plumbing, not a good detector).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from clapnb import archive, detect
+from clapnb.cli import main
+
+LABELS = ["siren", "dog", "crickets"]
+OUTPUTS = ("events.csv", "events.parquet", "scores.parquet", "raven_selections.txt")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One BLAS/torch thread in this process, as in each Dask worker (threads_per_worker=1): bit-identity
+    across executors holds at equal threads per process (a different BLAS split rounds differently)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def arc(one_thread, envsounds, envsounds_meta, tmp_path_factory):
+    from sklearn.linear_model import LogisticRegression
+
+    from clapnb import probe as probe_mod
+    from clapnb.backbones import load_backbone
+    from clapnb.embeddings import _backbone_meta, embed_waveforms
+
+    out = tmp_path_factory.mktemp("arc")
+    d = envsounds_meta[envsounds_meta["original_label"].isin(LABELS)].sort_values("path")
+    d = d.drop_duplicates(["original_label", "freesound_id"])
+    train, rest = d.groupby("original_label").head(4), d.groupby("original_label").tail(3)
+    bb = load_backbone("mfcc", policy="native")
+    waves, y = [], []
+    for p, lab in zip(train["path"], train["original_label"]):
+        x, sr = sf.read(envsounds / p, dtype="float32", always_2d=True)
+        x = x.mean(axis=1)
+        waves += [x[:sr * 2], x[sr * 2:sr * 4]]
+        y += [lab, lab]
+    X = embed_waveforms(bb, waves)
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    lr = LogisticRegression(max_iter=2000).fit((X - mean) / scale, y)
+    W = lr.coef_.astype(np.float32)
+    probe = probe_mod.Probe(weight=W, bias=lr.intercept_.astype(np.float32), mean=mean.astype(np.float32),
+                            scale=scale.astype(np.float32), classes=[str(c) for c in lr.classes_], config=probe_mod.ProbeConfig(),
+                            backbone=_backbone_meta(bb, None), length_s=2.0)
+    probe_mod.save_probe(out / "probe.pt", probe)
+    a = out / "archive"
+    a.mkdir()
+    clips = [sf.read(envsounds / p, dtype="float32", always_2d=True)[0].mean(axis=1) for p in rest["path"]]
+    long = np.concatenate(clips + clips[:3])[:44100 * 45]
+    sf.write(a / "long_44k.wav", np.stack([long, 0.5 * long], axis=1), 44100, subtype="PCM_24")
+    import soxr
+
+    sf.write(a / "long_48k.wav", soxr.resample(long[:44100 * 21], 44100, 48000), 48000)
+    for p in rest["path"][:2]:
+        x, sr = sf.read(envsounds / p, dtype="float32")
+        sf.write(a / f"clip_{os.path.basename(p)}", x, sr)
+    sf.write(a / "corrupt.flac", long[:44100 * 8], 44100)
+    raw = bytearray((a / "corrupt.flac").read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (a / "corrupt.flac").write_bytes(bytes(raw))
+    post = detect.PostConfig(threshold=0.5, merge_gap_s=1.0, min_duration_s=1.0)
+    ref = detect.detect_files(out / "probe.pt", [a], out / "ref", post=post, cache_dir=out / "refcache", hop_s=1.0)
+    return {"out": out, "probe": out / "probe.pt", "archive": a, "post": post, "ref": ref, "backbone": bb}
+
+
+def _run(arc, name, **kw):
+    out = arc["out"] / name
+    res = detect.detect_files(arc["probe"], [arc["archive"]], out, post=arc["post"], hop_s=1.0,
+                              cache_dir=arc["out"] / f"{name}-cache", **kw)
+    return out, res
+
+
+def _cached(arc, cache, res):
+    """Every window embedding of every analysed file, read back from ``cache``."""
+    rows = []
+    for f in res.record["files"]:
+        if f["status"] == "skipped":
+            continue
+        c = detect.window_cache(arc["backbone"], arc["ref"].record["backbone"], f["sha256"], cache)
+        keys = c.keys_on_disk()
+        assert len(keys) == len(set(keys)) == f["n_windows"], f["file"]  # no window lost or doubled
+        found = c.lookup(keys)
+        rows.append(np.stack([found[k] for k in sorted(keys)]))
+    return rows
+
+
+def _same_outputs(a, b):
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    fa, fb = sorted((a / "files").glob("*.parquet")), sorted((b / "files").glob("*.parquet"))
+    assert [p.name for p in fa] == [p.name for p in fb] and len(fa) == 4
+    for p, q in zip(fa, fb):
+        pd.testing.assert_frame_equal(pd.read_parquet(p), pd.read_parquet(q), check_exact=True)
+
+
+def test_reference_run_skips_the_corrupt_file_with_its_reason(arc):
+    st = {os.path.basename(f["file"]): f for f in arc["ref"].record["files"]}
+    assert st["corrupt.flac"]["status"] == "skipped" and "corrupt.flac" in st["corrupt.flac"]["reason"]
+    assert sum(f["status"] == "done" for f in st.values()) == 4
+    assert st["long_44k.wav"]["n_windows"] == 44  # 45 s, 2-s windows every 1 s
+
+
+def test_chunked_equals_unchunked_events_and_embeddings(arc):
+    ref_out = arc["out"] / "ref"
+    out, res = _run(arc, "chunked", chunk_s=7.5)  # chunk edges fall inside windows
+    _same_outputs(ref_out, out)
+    st = {os.path.basename(f["file"]): f for f in res.record["files"]}
+    assert st["long_44k.wav"]["units"] == 6 and st["long_48k.wav"]["units"] == 3
+    assert not list((out / "units").glob("*.parquet"))  # unit outputs folded into the file outputs
+    ref_rows = _cached(arc, arc["out"] / "refcache", arc["ref"])
+    rows = _cached(arc, arc["out"] / "chunked-cache", res)
+    for r, c in zip(ref_rows, rows):
+        np.testing.assert_array_equal(r, c)  # bit-identical embeddings
+
+
+def test_chunk_ranges_cover_every_window_once():
+    starts = np.arange(0, 100, 0.5)
+    for chunk in (None, 1.0, 7.3, 30.0, 1000.0):
+        r = archive.chunk_ranges(starts, chunk)
+        assert r[0][0] == 0 and r[-1][1] == len(starts) and all(a[1] == b[0] for a, b in zip(r, r[1:]))
+        if chunk:
+            for a, b in r:
+                assert np.floor(starts[a] / chunk) == np.floor(starts[b - 1] / chunk)
+    assert archive.parse_duration("1h") == 3600 and archive.parse_duration("30min") == 1800
+    assert archive.parse_duration(None) is None
+
+
+class Interrupted:
+    """An in-process executor whose client dies (KeyboardInterrupt, as on SIGTERM) after ``n`` units."""
+
+    def __init__(self, n):
+        from clapnb.dask_executor import make_executor
+
+        self.inner, self.n, self.workers = make_executor(None), n, 1
+
+    def map_unordered(self, fn, items):
+        for i, pair in enumerate(self.inner.map_unordered(fn, items)):
+            if i == self.n:
+                raise KeyboardInterrupt
+            yield pair
+
+    def close(self):
+        pass
+
+
+def _units(arc, chunk_s):
+    """Every (file, first, stop) unit of the archive, from the headers alone."""
+    from clapnb import audio, stream
+
+    out = set()
+    for f in detect.list_inputs([arc["archive"]]):
+        info = audio.probe(f)
+        starts = stream.window_starts(stream.output_frames(info.frames, info.sample_rate, 44100), 44100, 2.0, 1.0)
+        out |= {(f, a, b) for a, b in archive.chunk_ranges(np.array([s for s, _ in starts]) / 44100, chunk_s)}
+    return out
+
+
+def test_killed_client_rerun_does_only_the_missing_units(arc):
+    with pytest.raises(KeyboardInterrupt):
+        _run(arc, "client", chunk_s=10.0, executor=Interrupted(4))
+    journal = arc["out"] / "client" / "journal.jsonl"
+    first = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert len(first) == 4 and all("unit" in j for j in first)
+    out, res = _run(arc, "client", chunk_s=10.0)
+    second = [json.loads(x) for x in journal.read_text().splitlines()][4:]
+    unit = lambda j: (j["file"], *j["unit"])  # noqa: E731
+    done_first = {unit(j) for j in first if j["status"] == "done"}
+    run_second = {unit(j) for j in second if "unit" in j}
+    assert done_first and not done_first & run_second  # nothing finished is run again
+    # everything else ran again, except the unit that finished as the client died (its output was
+    # written atomically, its journal line never was)
+    assert run_second <= _units(arc, 10.0) and len(_units(arc, 10.0) - run_second - done_first) == 1
+    assert res.record["n_units_run"] == len(run_second)
+    _same_outputs(arc["out"] / "ref", out)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from clapnb.dask_executor import make_executor
+
+    ex = make_executor("local", 2)
+    yield ex
+    ex.close()
+
+
+class KillsAWorker:
+    """The Dask executor; after the first finished unit it SIGKILLs a worker process that is busy."""
+
+    def __init__(self, ex):
+        self.ex, self.killed = ex, None
+
+    def __getattr__(self, name):
+        return getattr(self.ex, name)
+
+    def map_unordered(self, fn, items):
+        for i, pair in enumerate(self.ex.map_unordered(fn, items)):
+            if self.killed is None:
+                busy = [w for w, keys in self.ex.client.processing().items() if keys]
+                pids = self.ex.worker_pids()
+                self.killed = pids[busy[0]]
+                os.kill(self.killed, signal.SIGKILL)
+            yield pair
+
+    def close(self):
+        pass
+
+
+def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc, cluster):
+    assert cluster.workers == 2 and cluster.dashboard_link
+    out, res = _run(arc, "dask", chunk_s=10.0, executor=cluster)
+    _same_outputs(arc["out"] / "ref", out)
+    pids = {j["pid"] for j in map(json.loads, (out / "journal.jsonl").read_text().splitlines()) if "pid" in j}
+    assert len(pids) == 2 and os.getpid() not in pids  # both workers worked, the client did not
+    killer = KillsAWorker(cluster)
+    out, res = _run(arc, "dask-killed", chunk_s=10.0, executor=killer)
+    assert killer.killed is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(killer.killed, 0)
+    _same_outputs(arc["out"] / "ref", out)
+    assert res.record["n_skipped"] == 1  # only the corrupt file
+
+
+def test_cli_dry_run_prints_only_the_estimate(arc, capsys):
+    out = arc["out"] / "dry"
+    assert main(["detect", "--probe", str(arc["probe"]), "--out", str(out), "--hop", "1", "--dry-run",
+                 "--cache", str(arc["out"] / "dry-cache"), "--workers", "2", "--no-progress", str(arc["archive"])]) == 0
+    text = capsys.readouterr()
+    assert "estimate:" in text.out and "/ 2 worker(s)" in text.out and "storage" in text.out
+    assert not (out / "events.csv").exists() and not (out / "journal.jsonl").exists()
