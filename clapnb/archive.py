@@ -154,7 +154,8 @@ def run_unit(unit: dict) -> dict:
     backbone = worker_backbone(unit["backbone_key"], unit["backbone_meta"], unit["device"])
     table, X, counts = detect.embed_file_windows(
         unit["path"], unit["sha256"], backbone, probe, unit["hop_s"], cache_root=unit["cache"],
-        batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"])
+        batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"],
+        progress=unit.get("progress", False))
     P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
     wt = table.copy()
     for k, c in enumerate(probe.classes):

@@ -462,6 +462,7 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
         in_process = not hasattr(executor, "client") and executor.workers == 1
         for u in todo:
             u["backbone_key"] = local_key if in_process else bkey
+            u["progress"] = progress and in_process  # the per-file bar; workers' bars would interleave
         by_target = {u["target"]: plan for plan in plans for u in plan["units"]}
         left = {id(plan): sum(archive.read_unit(Path(u["target"])) is None for u in plan["units"])
                 for plan in plans}
