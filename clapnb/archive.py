@@ -6,7 +6,7 @@ chunk). Its audio runs from the first window's start to the last window's end, s
 units overlap by up to one window length of audio but never share a window: no window is lost or
 doubled, and the concatenated unit outputs are the unchunked file's windows, bit for bit.
 
-A unit is a module-level function (:func:`run_unit`) of a plain dict, so the same unit runs in
+A unit is a module-level function (:func:`clapnb.detect.run_unit`) of a plain dict, so the same unit runs in
 this process, in a local worker process or on a Dask worker. It embeds its windows (through the
 shared embedding cache), applies the probe and writes one atomic parquet of window probabilities
 (``DIR/units/...``); rerunning it rewrites the same bytes. The client (:func:`clapnb.detect.detect_files`)
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from clapnb import io
-from clapnb.dask_executor import PROCESS_CACHE, process_cached
+from clapnb.dask_executor import PROCESS_CACHE
 from clapnb.errors import InputError
 
 
@@ -127,43 +127,7 @@ def iter_window_range(path: str, length_s: float, hop_s: float, sr: int, first: 
                 buf_start += drop
 
 
-# --- the unit ------------------------------------------------------------------------------------
-
-def worker_backbone(key: str, meta: dict, device: str):
-    """The backbone of ``key`` in this process: registered by the client, or loaded once from ``meta``."""
-    def load():
-        from clapnb.backbones import backbone_from_metadata
-
-        return backbone_from_metadata(meta, device=device)
-
-    return process_cached(key, load)
-
-
-def worker_probe(path: str, sha256: str):
-    from clapnb import probe as probe_mod
-
-    return process_cached(f"probe:{sha256}", lambda: probe_mod.load_probe(path))
-
-
-def run_unit(unit: dict) -> dict:
-    """Embed and score one unit's windows; write its parquet atomically. Returns counts for the journal."""
-    from clapnb import detect, probe as probe_mod
-
-    t0 = time.perf_counter()
-    probe = worker_probe(unit["probe"], unit["probe_sha256"])
-    backbone = worker_backbone(unit["backbone_key"], unit["backbone_meta"], unit["device"])
-    table, X, counts = detect.embed_file_windows(
-        unit["path"], unit["sha256"], backbone, probe, unit["hop_s"], cache_root=unit["cache"],
-        batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"],
-        progress=unit.get("progress", False))
-    P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
-    wt = table.copy()
-    for k, c in enumerate(probe.classes):
-        wt[c] = P[:, k].astype(np.float64)
-    io.atomic_write_parquet(unit["target"], wt)
-    return {"n_windows": counts["n_windows"], "n_cached": counts["n_cached"], "n_computed": counts["n_computed"],
-            "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
-
+# --- unit outputs ---------------------------------------------------------------------------------
 
 def unit_output(out: Path, name: str, key: str, first: int, stop: int) -> Path:
     return out / "units" / f"{name}-{key}-{first:08d}-{stop:08d}.parquet"

@@ -305,6 +305,47 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
                       "cache_namespace": str(cache.dir)}
 
 
+# --- the work unit (clapnb.archive) ------------------------------------------------------------------------------------
+
+def worker_backbone(key: str, meta: dict, device: str):
+    """The backbone of ``key`` in this process: registered by the client, or loaded once from ``meta``."""
+    from clapnb.dask_executor import process_cached
+
+    def load():
+        from clapnb.backbones import backbone_from_metadata
+
+        return backbone_from_metadata(meta, device=device)
+
+    return process_cached(key, load)
+
+
+def worker_probe(path: str, sha256: str):
+    from clapnb.dask_executor import process_cached
+    from clapnb import probe as probe_mod
+
+    return process_cached(f"probe:{sha256}", lambda: probe_mod.load_probe(path))
+
+
+def run_unit(unit: dict) -> dict:
+    """Embed and score one unit's windows; write its parquet atomically. Returns counts for the journal."""
+    from clapnb import probe as probe_mod
+
+    t0 = time.perf_counter()
+    probe = worker_probe(unit["probe"], unit["probe_sha256"])
+    backbone = worker_backbone(unit["backbone_key"], unit["backbone_meta"], unit["device"])
+    table, X, counts = embed_file_windows(
+        unit["path"], unit["sha256"], backbone, probe, unit["hop_s"], cache_root=unit["cache"],
+        batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"],
+        progress=unit.get("progress", False))
+    P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
+    wt = table.copy()
+    for k, c in enumerate(probe.classes):
+        wt[c] = P[:, k].astype(np.float64)
+    io.atomic_write_parquet(unit["target"], wt)
+    return {"n_windows": counts["n_windows"], "n_cached": counts["n_cached"], "n_computed": counts["n_computed"],
+            "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 @dataclass
@@ -485,7 +526,7 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                 if plan["units"] and left[id(plan)] == 0 and plan["wt"] is None:
                     assemble(plan)  # a killed client had finished every unit of this file
             bar = tqdm(total=n_todo, desc="detect", unit="window", disable=not progress or not n_todo, smoothing=0.1)
-            for u, fut in executor.map_unordered(archive.run_unit, todo):
+            for u, fut in executor.map_unordered(run_unit, todo):
                 plan = by_target[u["target"]]
                 line = {"unit": [u["first"], u["stop"]], "file": u["path"], "time": time.time()}
                 exc = fut.exception()
