@@ -17,6 +17,7 @@ operator's final events. Columns: docs/architecture.md, "Review".
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import math
 import os
@@ -331,7 +332,7 @@ class Review:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f".{self.path.name}.lock", "a") as fh:
+        with builtins.open(self.path.parent / f".{self.path.name}.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -359,8 +360,11 @@ class Review:
         return self.table[self.table["status"] != "pending"].reset_index(drop=True)
 
 
-def open_review(detect_dir: str | os.PathLike, reviewer: str, **kw) -> Review:
-    return Review(detect_dir, reviewer, **kw)
+def open(detect_dir: str | os.PathLike, reviewer: str | None = None, **kw):  # noqa: A001 (clapnb.review.open)
+    """The review widget on a detect folder (JupyterLab); ``.model`` is its :class:`Review`."""
+    from clapnb.review_widget import open_widget
+
+    return open_widget(detect_dir, reviewer, **kw)
 
 
 # --- round trip with Audacity and Raven ----------------------------------------------------------------

@@ -187,3 +187,61 @@ def test_precision_per_class_and_curve_from_answers_by_hand():
     c = review.precision_curve(t)
     dog = c[c["class"] == "dog"]
     assert dog["min_score"].tolist() == [0.9, 0.8, 0.6] and dog["precision"].tolist() == pytest.approx([1, 0.5, 2 / 3])
+
+
+def test_widget_buttons_record_answers_through_the_model(det):
+    """The widget as an operator uses it, without a browser: its buttons' click handlers, its fields."""
+    w = review.open(det["dir"], "carol", sort="time")
+    assert w.image.value[:8] == b"\x89PNG\r\n\x1a\n" and w.audio.value[:4] == b"RIFF"
+    assert "1 / 6" in w.info.value and w.progress.value == 0
+    first = w.model.current()["event_id"]
+    w.accept_button.click()
+    second = w.model.current()["event_id"]
+    w.reject_button.click()
+    w.relabel_choice.value = "helicopter"
+    w.relabel_button.click()
+    w.onset.value, w.offset.value = 1.5, 4.5
+    w.adjust_button.click()
+    assert w.progress.value == 4 and "4 / 6 reviewed" in w.progress_label.value
+    t = review.read_reviewed(det["dir"] / "reviewed.parquet").set_index("event_id")
+    assert t.loc[first, "status"] == "accepted" and t.loc[second, "status"] == "rejected"
+    assert (t["status"] == "relabelled").sum() == 1 and t.loc[t["status"] == "relabelled", "class"].iloc[0] == "helicopter"
+    adj = t[t["status"] == "adjusted"].iloc[0]
+    assert (adj["onset_s"], adj["offset_s"], adj["reviewer"]) == (1.5, 4.5, "carol")
+    w.class_filter.value = "siren"
+    assert set(w.model.queue["original_class"]) == {"siren"} and w.model.progress() == (2, 3)
+    w.sort.value = "level"  # no levels table: said in the widget, order kept
+    assert "events_levels.csv" in w.message.value and w.model.sort == "score"
+    w.class_filter.value = "(all)"
+    w.prev_button.click()
+    assert w.model.current()["status"] != "pending"
+    w.onset.value, w.offset.value = 5.0, 4.0
+    w.adjust_button.click()
+    assert "not saved" in w.message.value
+    again = review.open(det["dir"], "dave")  # a restarted kernel
+    assert again.model.progress() == (4, 6) and again.model.current()["status"] == "pending"
+
+
+def test_review_notebook_executes_and_shows_the_widget_and_precision(det, tmp_path):
+    import jupytext
+    import nbformat
+    import papermill
+
+    from clapnb.detect_book import NOTEBOOKS_DIR
+
+    r = review.Review(det["dir"], "op")
+    r.accept()
+    r.reject()
+    nb = jupytext.read(NOTEBOOKS_DIR / "06_review.md", fmt="md:myst")
+    nb.metadata.pop("jupytext", None)
+    src = tmp_path / "06.ipynb"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False,
+                               parameters={"detect_dir": str(det["dir"]), "reviewer": "nb", "sort": "score"})
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    outputs = [o for c in out.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
+    text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs for k in ("text/markdown", "text/html"))
+    assert "2 of 6 event(s) answered by op" in text and "Precision per detected class" in text
