@@ -358,3 +358,18 @@ def results_section(doc: Mapping, *, segments_per_class: int | None = None) -> s
                         "table says which differences survive it.")
     parts.append("\n\n".join(text) + "\n")
     return "\n".join(parts)
+
+
+def paired_by_length(long_a: pd.DataFrame, long_b: pd.DataFrame, column: str = "probe_validation_accuracy", *,
+                     level: float = 0.95) -> pd.DataFrame:
+    """Two configurations run on the same repeats (two backbones, with/without harmonisation): per length
+    the mean difference ``a - b`` of ``column`` with its paired t-interval over the repeats both have."""
+    rows = []
+    for length in sorted(set(long_a["length_s"]) & set(long_b["length_s"])):
+        a, b = _by_repeat(long_a, int(length), column), _by_repeat(long_b, int(length), column)
+        if a and b and set(a) & set(b):
+            rows.append({"length_s": int(length), "metric": column, **_diff_fields(paired_difference(a, b, level=level))})
+    if not rows:
+        raise InputError(f"paired_by_length: the two runs share no (length, repeat) with {column}; run both with "
+                         "the same --seeds (or folds) and lengths")
+    return pd.DataFrame(rows)

@@ -126,3 +126,14 @@ def test_results_section_names_the_repeats_and_the_paper_resolution():
     page = repeats.results_section(doc, segments_per_class=20)
     assert page.startswith("## Over 3 split seeds") and "Random weights" in page
     assert "probe: 4 s (best) vs 1 s" in page and "0.048 points" in page and "with 60 validation segments" in page
+
+
+def test_paired_by_length_pairs_two_runs_on_shared_repeats():
+    a = _rows({0: 0.0, 1: 0.05, 2: -0.03})
+    b = a.assign(probe_validation_accuracy=a["probe_validation_accuracy"] - 0.03)
+    b = b[b["repeat"] != "seed-2"]
+    got = repeats.paired_by_length(a, b)
+    assert got["length_s"].tolist() == [1, 4, 7] and got["n"].tolist() == [2, 2, 2]
+    assert got["mean_difference"].tolist() == pytest.approx([0.03] * 3)
+    with pytest.raises(InputError, match="share no"):
+        repeats.paired_by_length(a, b.assign(repeat="fold-1"))
