@@ -266,19 +266,20 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
             cache.write(pending_k, np.stack(pending_x))
         pending_k, pending_x, last = [], [], time.perf_counter()
 
-    if not done.all():
+    def compute(mine: np.ndarray) -> None:
+        """Embed the windows flagged in ``mine`` (in file order), flushing shards as it goes."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int((~done).sum()), desc=Path(path).name[:30], unit="window", leave=False,
+        bar = tqdm(total=int(mine.sum()), desc=Path(path).name[:30], unit="window", leave=False,
                    disable=not progress)
-        skip = first + int(np.argmin(done))
+        skip = first + int(np.argmax(mine))
         batch_i: list[int] = []
         batch_w: list[np.ndarray] = []
 
         def run_batch() -> None:
             E = embed_waveforms(backbone, batch_w, probe.backbone, batch_size=batch_size)
             for i, e in zip(batch_i, E):
-                X[i] = e
+                X[i], done[i] = e, True
                 pending_k.append(keys[i])
                 pending_x.append(e)
             bar.update(len(batch_i))
@@ -289,7 +290,7 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
 
         try:
             for w in archive.iter_window_range(path, probe.length_s, hop_s, sr, skip, stop, block_s=block_s):
-                if done[w.index - first]:
+                if not mine[w.index - first]:
                     continue
                 batch_i.append(w.index - first)
                 batch_w.append(w.wave)
@@ -300,6 +301,39 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
         finally:
             bar.close()
             flush()
+
+    n_computed = 0
+    if not done.all():
+        # Another process (a second detect, a rerun Dask unit) may be embedding the same windows into
+        # this cache: claim what this one computes, wait for what others claimed (locks.Claims).
+        from clapnb import locks
+
+        claims = locks.Claims(cache.dir)
+        while not done.all():
+            with claims.guard():
+                more = cache.lookup([k for k, d in zip(keys, done) if not d])
+                for i, k in enumerate(keys):
+                    if not done[i] and k in more:
+                        X[i], done[i] = more[k], True
+                if done.all():
+                    break
+                busy = claims.others()
+                claimed = set().union(*busy.values()) if busy else set()
+                mine = np.array([not d and k not in claimed for k, d in zip(keys, done)])
+                token = claims.claim([keys[i] for i in np.flatnonzero(mine)]) if mine.any() else None
+            if token is not None:
+                try:
+                    compute(mine)
+                    n_computed += int(mine.sum())
+                finally:
+                    with claims.guard():
+                        claims.release(token)
+                continue
+            missing = {keys[i] for i in np.flatnonzero(~done)}
+            for other, their in busy.items():
+                if their & missing:
+                    claims.wait_for(other)
+    n_cached = len(keys) - n_computed
     return table, X, {"n_windows": len(keys), "n_cached": n_cached, "n_computed": len(keys) - n_cached,
                       "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,
                       "cache_namespace": str(cache.dir)}

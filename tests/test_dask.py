@@ -195,15 +195,6 @@ def test_killed_client_rerun_does_only_the_missing_units(arc):
     _same_outputs(arc["out"] / "ref", out)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from clapnb.dask_executor import make_executor
-
-    ex = make_executor("local", 2)
-    yield ex
-    ex.close()
-
-
 class KillsAWorker:
     """The Dask executor; after the first finished unit it SIGKILLs a worker process that is busy."""
 
@@ -226,19 +217,20 @@ class KillsAWorker:
         pass
 
 
-def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc, cluster):
-    assert cluster.workers == 2 and cluster.dashboard_link
-    out, res = _run(arc, "dask", chunk_s=10.0, executor=cluster)
-    _same_outputs(arc["out"] / "ref", out)
-    pids = {j["pid"] for j in map(json.loads, (out / "journal.jsonl").read_text().splitlines()) if "pid" in j}
-    assert len(pids) == 2 and os.getpid() not in pids  # both workers worked, the client did not
-    killer = KillsAWorker(cluster)
-    out, res = _run(arc, "dask-killed", chunk_s=10.0, executor=killer)
+def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc):
+    from clapnb.dask_executor import make_executor
+
+    with make_executor("local", 2) as cluster:
+        assert cluster.workers == 2 and cluster.dashboard_link
+        killer = KillsAWorker(cluster)
+        out, res = _run(arc, "dask", chunk_s=10.0, executor=killer)
     assert killer.killed is not None
     with pytest.raises(ProcessLookupError):
         os.kill(killer.killed, 0)
     _same_outputs(arc["out"] / "ref", out)
     assert res.record["n_skipped"] == 1  # only the corrupt file
+    pids = {j["pid"] for j in map(json.loads, (out / "journal.jsonl").read_text().splitlines()) if "pid" in j}
+    assert len(pids) >= 2 and os.getpid() not in pids  # the workers did the units, not the client
 
 
 def test_cli_dry_run_prints_only_the_estimate(arc, capsys):
@@ -248,3 +240,31 @@ def test_cli_dry_run_prints_only_the_estimate(arc, capsys):
     text = capsys.readouterr()
     assert "estimate:" in text.out and "/ 2 worker(s)" in text.out and "storage" in text.out
     assert not (out / "events.csv").exists() and not (out / "journal.jsonl").exists()
+
+
+def test_two_processes_on_one_cache_embed_each_window_once(arc):
+    """Two `clapnb detect` processes on the same file and cache at once: no key twice, each window embedded once."""
+    import subprocess
+    import sys
+
+    cache = arc["out"] / "shared-cache"
+    f = str(arc["archive"] / "long_44k.wav")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(__import__("pathlib").Path(__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # as the reference
+    procs = [subprocess.Popen([sys.executable, "-m", "clapnb.cli", "detect", "--probe", str(arc["probe"]), "--out",
+                               str(arc["out"] / f"twin{k}"), "--cache", str(cache), "--hop", "1", "--chunk", "10s",
+                               "--no-estimate", "--no-progress", "--batch-size", "2", f], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    recs = [json.loads((arc["out"] / f"twin{k}" / "detect.json").read_text())["files"][0] for k in range(2)]
+    c = detect.window_cache(arc["backbone"], arc["ref"].record["backbone"], recs[0]["sha256"], cache)
+    keys = c.keys_on_disk()
+    assert len(keys) == len(set(keys)) == recs[0]["n_windows"]
+    assert recs[0]["n_computed"] + recs[1]["n_computed"] == recs[0]["n_windows"]
+    ref = [r for r in arc["ref"].record["files"] if r["file"] == f][0]
+    for k in range(2):
+        pd.testing.assert_frame_equal(pd.read_parquet(arc["out"] / f"twin{k}" / recs[k]["output"]),
+                                      pd.read_parquet(arc["out"] / "ref" / ref["output"]), check_exact=True)
