@@ -153,7 +153,8 @@ class ReviewWidget:
         for b in buttons:
             b.disabled = ev is None
         if ev is None:
-            self.info.value = "<b>Every event of this queue is reviewed.</b> Answers are in " + str(self.model.path)
+            self.info.value = ("<b>No event in this queue</b> (no detection, or none passes the filters)." if not len(self.model)
+                               else "<b>Every event of this queue is reviewed.</b> Answers are in " + str(self.model.path))
             self.image.value = b""
             self.audio.value = b""
             return

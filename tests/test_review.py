@@ -245,3 +245,15 @@ def test_review_notebook_executes_and_shows_the_widget_and_precision(det, tmp_pa
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
     text = "".join(str(o.get("data", {}).get(k, "")) for o in outputs for k in ("text/markdown", "text/html"))
     assert "2 of 6 event(s) answered by op" in text and "Precision per detected class" in text
+
+
+def test_review_command_round_trip_with_audacity(det, tmp_path, capsys):
+    out = tmp_path / "aud"
+    assert main(["review", "--detect", str(det["dir"]), "--reviewer", "cli", "--export", str(out)]) == 0
+    text = (out / "rec_1.txt").read_text().splitlines()
+    (out / "rec_1.txt").write_text("\n".join(text[:2]) + "\n")  # the last event of rec_1 deleted: a false alarm
+    assert main(["review", "--detect", str(det["dir"]), "--reviewer", "cli", "--import", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "imported: accepted 5, rejected 1" in printed and "6 / 6 reviewed" in printed
+    assert "sirens_alarms" not in printed and "siren: precision 67 % (2 of 3 answered detections)" in printed
+    assert main(["review", "--detect", str(det["dir"] / "nope")]) == 2
