@@ -257,3 +257,16 @@ def test_review_command_round_trip_with_audacity(det, tmp_path, capsys):
     assert "imported: accepted 5, rejected 1" in printed and "6 / 6 reviewed" in printed
     assert "sirens_alarms" not in printed and "siren: precision 67 % (2 of 3 answered detections)" in printed
     assert main(["review", "--detect", str(det["dir"] / "nope")]) == 2
+
+
+def test_a_rerun_detection_keeps_the_answers_already_given(det):
+    r = review.Review(det["dir"], "op", sort="time")
+    gone = r.reject()["event_id"]  # rec_0 2..4
+    kept = r.accept()["event_id"]  # rec_0 8..10
+    ev = det["events"].copy()
+    ev.loc[0, ["onset_s", "offset_s"]] = [2.5, 4.5]  # a new threshold moved the first event
+    events.write_events(ev, det["dir"])
+    again = review.Review(det["dir"], "op")
+    t = again.table.set_index("event_id")
+    assert len(t) == 7 and t.loc[gone, "status"] == "rejected" and t.loc[kept, "status"] == "accepted"
+    assert again.progress() == (2, 7) and (t["status"] == "pending").sum() == 5
