@@ -28,13 +28,16 @@ import nbformat
 import pandas as pd
 import yaml
 
-from clapnb import io, report, shortcuts, sweep
+from clapnb import io, report, shortcuts
+from clapnb.config import repo_root
 from clapnb.errors import ClapnbError, InputError
+from clapnb.store import DATASET_NOTEBOOK, PER_LENGTH_NOTEBOOKS, RunFolder
+from clapnb.views import prepare_notebook  # noqa: F401  (also detect_book's)
 
 BOOK_FILES = ("_config.yml", "_toc.yml")
 DETECTION_TITLE = "Detection: spurious events in long recordings"
 PAGES = "book"
-ZERO_SHOT_NOTEBOOK = "02_zero_shot.ipynb"
+ZERO_SHOT_NOTEBOOK = PER_LENGTH_NOTEBOOKS[0]
 ZERO_SHOT_GLOB = "run/L*/02_zero_shot"
 
 
@@ -52,35 +55,12 @@ def without_sections(toc: dict, glob: str) -> dict:
 
 
 def _source_root() -> Path:
-    root = sweep.repo_root()
+    root = repo_root()
     missing = [f for f in (*BOOK_FILES, PAGES) if not (root / f).exists()]
     if missing:
         raise ClapnbError(f"the book sources {', '.join(missing)} are not in {root}; run clapnb from its "
                           "source checkout (pip install -e .)")
     return root
-
-
-def prepare_notebook(nb, title: str, banner: str):
-    """Retitle a run's notebook for the book, put the banner under the title, hide the defaults.
-
-    The default ``parameters`` cell is removed (papermill's injected cell shows what really ran,
-    collapsed); the ``title`` cell moves to the top so the page title comes first.
-    """
-    cells = []
-    for cell in nb.cells:
-        tags = list(cell.get("metadata", {}).get("tags", []))
-        if "title" in tags:
-            continue
-        if "parameters" in tags:
-            continue
-        if "injected-parameters" in tags:
-            cell.metadata["tags"] = tags + ["hide-cell"]
-        cells.append(cell)
-    head = [nbformat.v4.new_markdown_cell(f"# {title}")]
-    if banner:
-        head.append(nbformat.v4.new_markdown_cell(banner))
-    nb.cells = head + cells
-    return nb
 
 
 def _copy_notebook(src: Path, dst: Path, title: str, banner: str) -> None:
@@ -123,14 +103,15 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     from clapnb import plots
 
     run_dir = Path(run_dir).resolve()
-    results, failed, config = sweep.read_results(run_dir)
+    run = RunFolder(run_dir)
+    results, failed, config = run.read_results()
     if results.empty:
-        raise InputError(f"{run_dir}/results.json has no completed length; finish the sweep first "
+        raise InputError(f"{run.results_json} has no completed length; finish the sweep first "
                          "(rerun 'clapnb sweep' with the same --out)")
-    dataset_nb = run_dir / sweep.DATASET_NOTEBOOK
+    dataset_nb = run.dataset_notebook
     if not dataset_nb.is_file():
         raise InputError(f"{dataset_nb} is missing; rerun 'clapnb sweep' with the same --out to execute it")
-    out = Path(out).resolve() if out else run_dir / "book"
+    out = Path(out).resolve() if out else run.book_dir
     src = _source_root()
     if out.exists():
         for child in out.iterdir():  # keep _build: Sphinx reuses what did not change
@@ -152,16 +133,16 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     shutil.copytree(src / PAGES, out / PAGES)
 
     banner = report.banner(meta)
-    _copy_notebook(dataset_nb, out / "run" / sweep.DATASET_NOTEBOOK, "The dataset: inventory", banner)
+    _copy_notebook(dataset_nb, out / "run" / DATASET_NOTEBOOK, "The dataset: inventory", banner)
     for n in results["length_s"].astype(int):
-        ldir = sweep.length_dir(run_dir, n)
-        for nb in sweep.PER_LENGTH_NOTEBOOKS:
+        ldir = run.length(n).root
+        for nb in PER_LENGTH_NOTEBOOKS:
             if nb == ZERO_SHOT_NOTEBOOK and not applicable[int(n)]:
                 continue  # an empty page per length says nothing: the chapter page has the one note
             title = nbformat.read(ldir / nb, as_version=4).metadata.get("clapnb", {}).get("title", nb)
             _copy_notebook(ldir / nb, out / "run" / ldir.name / nb, f"{title}: {n}-s segments", banner)
 
-    recordings_path = run_dir / "recordings.parquet"
+    recordings_path = run.recordings
     recordings = pd.read_parquet(recordings_path) if recordings_path.is_file() else None
     io.atomic_write_text(out / "generated" / "taxonomy.md", taxonomy_fragment(recordings))
     io.atomic_write_text(out / "generated" / "run.md", run_fragment(run_dir.name, config, meta))
@@ -172,7 +153,7 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
                                    title=report.describe_model(meta))
     fig.savefig(out / PAGES / "accuracy_vs_length.png", dpi=120)
     page = report.results_page(results, figure="accuracy_vs_length.png", failed=failed)
-    page += "\n" + shortcuts.results_section([run_dir, *sweep.variant_runs(run_dir)], meta)
+    page += "\n" + shortcuts.results_section([run_dir, *(v.root for v in run.variants())], meta)
     if compare:
         from clapnb.compare import comparison_section
 

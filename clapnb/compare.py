@@ -20,20 +20,17 @@ from clapnb import io
 from clapnb.backbones import REGISTRY
 from clapnb.errors import InputError
 from clapnb.report import _ci, _pct, to_markdown
+from clapnb.store import LengthFolder, RunFolder
 
 
 def _length_folder(run: Path, length_s: int) -> Path:
-    try:
-        from clapnb.store import RunFolder
-    except ImportError:  # before the run-folder store existed
-        return run / f"L{int(length_s):02d}"
-    return Path(RunFolder(run).length(int(length_s)).root)
+    return RunFolder(run).length(int(length_s)).root
 
 
 def _results(run: Path) -> pd.DataFrame:
-    path = run / "results.json"
+    path = RunFolder(run).results_json
     if not path.is_file():
-        raise InputError(f"{run}: no results.json (run `clapnb sweep` into it first)")
+        raise InputError(f"{run}: no {path.name} (run `clapnb sweep` into it first)")
     return pd.DataFrame(io.read_json(path).get("rows") or [])
 
 
@@ -69,9 +66,9 @@ def comparison(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for run, table in tables.items():
         for length in sorted(int(v) for v in table.get("length_s", [])):
-            folder = _length_folder(run, length)
-            probe = io.read_json(folder / "probe.json")
-            zs_path = folder / "zeroshot.json"
+            folder = LengthFolder(_length_folder(run, length))
+            probe = io.read_json(folder.probe)
+            zs_path = folder.zeroshot
             zs = io.read_json(zs_path) if zs_path.is_file() else {}
             backbone = dict(probe.get("backbone") or {})
             who = _who(backbone, bool(probe.get("random_weights")))

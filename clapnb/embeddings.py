@@ -38,6 +38,7 @@ import pandas as pd
 from clapnb import __version__, audio, io
 from clapnb.errors import ClapnbError, InputError
 from clapnb.segments import read_segments, table_lowpass
+from clapnb.store import LengthFolder
 
 #: Bump when the key or shard layout changes: old caches are then simply not found.
 CACHE_FORMAT = 1
@@ -483,7 +484,8 @@ def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathL
               workers: int | None = None) -> EmbeddingSet:
     """Embed ``run_dir/segments.parquet`` and record how in ``run_dir/embeddings.json``."""
     run_dir = Path(run_dir)
-    seg_path = run_dir / "segments.parquet"
+    lf = LengthFolder(run_dir)
+    seg_path = lf.segments
     if not seg_path.is_file():
         raise InputError(f"{seg_path} does not exist; build it with `clapnb segments` first")
     from clapnb.locks import run_lock
@@ -495,14 +497,15 @@ def embed_run(run_dir: str | os.PathLike, backbone, *, cache_dir: str | os.PathL
         emb = compute_embeddings(segments, backbone, cache_dir=cache_dir, batch_size=batch_size,
                                  progress=progress, lowpass_hz=lowpass_hz, workers=workers)
         emb.meta["segments_sha256"] = io.file_sha256(seg_path)
-        io.atomic_write_json(run_dir / "embeddings.json", emb.meta)
+        io.atomic_write_json(lf.embeddings, emb.meta)
     return emb
 
 
 def load_run_embeddings(run_dir: str | os.PathLike) -> EmbeddingSet:
     """The embeddings recorded for ``run_dir``, read from the cache and aligned to its segments."""
     run_dir = Path(run_dir)
-    meta_path, seg_path = run_dir / "embeddings.json", run_dir / "segments.parquet"
+    lf = LengthFolder(run_dir)
+    meta_path, seg_path = lf.embeddings, lf.segments
     hint = f"run `clapnb embed --segments {seg_path} --backbone NAME` first"
     if not meta_path.is_file():
         raise InputError(f"{meta_path} does not exist: {hint}")

@@ -27,3 +27,11 @@ def torch_load_reason(exc: BaseException) -> str:
     if "weights_only" in reason or not reason:
         reason = type(exc).__name__
     return reason.rstrip(".")
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a failure: a notebook cell's error name and value, else the exception's."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ import pandas as pd
 from clapnb import __version__, io, metrics
 from clapnb.errors import InputError
 from clapnb.segments import SPLITS
+from clapnb.store import LengthFolder
 from clapnb.taxonomy import SLUGS
 
 PROBE_FORMAT = "clapnb-probe/1"
@@ -402,7 +403,7 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
     sizes = segments["split"].value_counts()
     empty = [s for s in SPLITS if sizes.get(s, 0) == 0]
     if empty:
-        raise InputError(f"{run_dir / 'segments.parquet'}: split(s) {', '.join(empty)} hold no "
+        raise InputError(f"{LengthFolder(run_dir).segments}: split(s) {', '.join(empty)} hold no "
                          "segments; the probe needs train, validation, early_stop and test. Rebuild "
                          "the segments with more recordings per class or larger split counts")
     extra = None
@@ -482,7 +483,8 @@ def run_probe(run_dir: str | os.PathLike, config: ProbeConfig = ProbeConfig(),
             "events_called_background": float((pred[m & (y != bg)] == bg).mean()) if (m & (y != bg)).any() else None,
             "accuracy_events_only": float((pred[m & (y != bg)] == y[m & (y != bg)]).mean()) if (m & (y != bg)).any() else None,
         } for s, m in masks.items()}
-    save_probe(run_dir / "probe.pt", probe)
-    io.atomic_write_parquet(run_dir / "probe_predictions.parquet", preds)
-    io.atomic_write_json(run_dir / "probe.json", record)
+    lf = LengthFolder(run_dir)
+    save_probe(lf.probe_model, probe)
+    io.atomic_write_parquet(lf.probe_predictions, preds)
+    io.atomic_write_json(lf.probe, record)
     return record

@@ -15,8 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from clapnb import metrics
 from clapnb.backbones import REGISTRY
-from clapnb.taxonomy import class_name
+from clapnb.bandwidth import describe_cutoff, single_source_classes
+from clapnb.store import RESULT_COLUMNS  # noqa: F401  (the results rows' columns, owned by the store)
+from clapnb.taxonomy import SLUGS, class_name
 
 #: Paper Table 2: zero-shot CLAP 2023 on the validation set, in the paper's order (best first).
 PAPER_TABLE2 = pd.DataFrame({
@@ -27,23 +30,6 @@ PAPER_TABLE2 = pd.DataFrame({
 #: Paper Table 3: the linear probe's best result ("on the validation set", Section 4).
 PAPER_TABLE3 = pd.DataFrame({"length_s": [4], "accuracy": [0.9183], "loss": [0.28]})
 
-#: Columns of one results row (one segment length); ``clapnb.sweep`` writes them.
-RESULT_COLUMNS = (
-    "length_s", "backbone", "weights", "weights_fingerprint", "random_weights", "data_fingerprint",
-    "input_policy", "n_classes",
-    "zeroshot_applicable", "zeroshot_split", "zeroshot_n", "zeroshot_accuracy",
-    "zeroshot_ci_low", "zeroshot_ci_high", "zeroshot_loss_paper", "zeroshot_loss_calibrated",
-    "probe_best_epoch", "probe_epochs",
-    "probe_validation_n", "probe_validation_accuracy", "probe_validation_ci_low",
-    "probe_validation_ci_high", "probe_validation_loss",
-    "probe_test_n", "probe_test_accuracy", "probe_test_ci_low", "probe_test_ci_high", "probe_test_loss",
-    # bandwidth harmonisation and the source-shortcut check (clapnb.shortcuts), test split
-    "lowpass_hz", "source_id_applicable", "source_id_test_accuracy", "source_id_test_balanced_accuracy",
-    "source_id_test_chance", "source_id_test_majority", "source_id_test_class_prior",
-    "source_id_within_test_accuracy", "source_id_within_test_chance",
-    # embedding mode (clapnb.fast) and its measured agreement with fp32 (clapnb.agreement)
-    "precision", "agreement_min_cosine", "agreement_mean_cosine", "agreement_passed",
-)
 
 NA = "n/a"
 
@@ -156,8 +142,6 @@ def describe_model(meta: Mapping) -> str:
         if notice:
             text += f" ({notice})"
     if "lowpass_hz" in meta:
-        from clapnb.shortcuts import describe_cutoff
-
         text += f", {describe_cutoff(meta['lowpass_hz'])}"
     mode = meta.get("precision")
     if mode and mode != "fp32":
@@ -286,7 +270,7 @@ def show_banner(record: Mapping) -> None:
     The book adds its MyST admonition on top; this one is for readers in JupyterLab.
     """
     if record.get("random_weights"):
-        from IPython.display import Markdown, display
+        from IPython.display import Markdown, display  # only inside a notebook kernel
 
         display(Markdown("**⚠ RANDOM WEIGHTS: NOT CLAP RESULTS.** This run used the random-weights "
                          "stand-in (a plumbing check); its numbers say nothing about CLAP."))
@@ -302,16 +286,12 @@ def recordings_summary(recordings: pd.DataFrame) -> pd.DataFrame:
     t["seconds"] = rec.groupby("class")["duration_s"].sum().round(1)
     t["approximate mapping"] = rec.groupby("class")["approximate"].any()
     if rec["source"].nunique() > 1:
-        from clapnb.shortcuts import single_source_classes
-
         single = single_source_classes(rec)
         t["single source"] = [single.get(c, "") for c in t.index]
     return display_names(t.loc[_slug_order(t.index)].round(1))
 
 
 def _slug_order(classes) -> list[str]:
-    from clapnb.taxonomy import SLUGS
-
     rank = {c: i for i, c in enumerate(SLUGS)}
     return sorted(classes, key=lambda c: (rank.get(c, len(rank)), str(c)))
 
@@ -448,8 +428,6 @@ def per_class_accuracy(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
 def per_class_comparison(by_method: Mapping[str, pd.DataFrame], split: str,
                          classes: Sequence[str]) -> pd.DataFrame:
     """Precision, recall and F1 per class for several methods side by side on one split."""
-    from clapnb import metrics
-
     parts = []
     for name, preds in by_method.items():
         p = preds[preds["split"] == split]
@@ -462,8 +440,6 @@ def per_class_comparison(by_method: Mapping[str, pd.DataFrame], split: str,
 def most_confused_table(by_method: Mapping[str, pd.DataFrame], split: str, classes: Sequence[str],
                         top: int = 8) -> pd.DataFrame:
     """The most confused (true, predicted) pairs of each method on one split."""
-    from clapnb import metrics
-
     parts = []
     for name, preds in by_method.items():
         p = preds[preds["split"] == split]
@@ -517,7 +493,7 @@ def player_bytes(x: np.ndarray, sr: int = PLAYER_SR, max_s: float = PLAYER_MAX_S
 
 def segment_audio(segments: pd.DataFrame, sr: int = PLAYER_SR) -> list[np.ndarray]:
     """Waveforms of segment rows as the embeddings saw them (cut, repeated, noise), at ``sr``."""
-    from clapnb.embeddings import iter_segment_audio
+    from clapnb.embeddings import iter_segment_audio  # decodes audio: only for the players
 
     if segments.empty:
         return []
@@ -527,7 +503,7 @@ def segment_audio(segments: pd.DataFrame, sr: int = PLAYER_SR) -> list[np.ndarra
 
 def player(x: np.ndarray, sr: int = PLAYER_SR, max_s: float = PLAYER_MAX_S):
     """An audio player for a notebook: the first ``max_s`` s, peak-normalised, as compact MP3."""
-    from IPython.display import Audio
+    from IPython.display import Audio  # only inside a notebook kernel
 
     data, mime = player_bytes(x, sr, max_s)
     widget = Audio(data=data)
@@ -546,8 +522,6 @@ def confusion(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
     Zero-shot chooses among all 21 classes, so it can predict a class with no segments (e.g.
     vehicle pass-by); dropping those predictions would hide errors.
     """
-    from clapnb import metrics
-
     p = predictions[predictions["split"] == split]
     labels = _slug_order(set(p["true"]) | set(p["pred"]))
     cm = metrics.confusion(p["true"], p["pred"], labels)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from clapnb import __version__, io, taxonomy
 from clapnb.errors import InputError
+from clapnb.store import LengthFolder
 
 SPLITS: tuple[str, ...] = ("train", "validation", "early_stop", "test")
 #: Paper: 500 train, 100 validation, 100 early-stopping and 100 test segments per class.
@@ -353,8 +354,8 @@ def read_segments(path: str | os.PathLike, *, nullable_int: bool = True) -> pd.D
 
 def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> Path:
     """Write ``segments.parquet`` and ``dataset.json`` (written last: its presence means complete)."""
-    out = Path(out_dir)
-    path = io.atomic_write_parquet(out / "segments.parquet", df)
+    lf = LengthFolder(out_dir)
+    path = io.atomic_write_parquet(lf.segments, df)
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for row in count_table(df).itertuples(index=False):
         counts.setdefault(row[0], {})[row[1]] = {"real": int(row.real), "augmented": int(row.augmented)}
@@ -370,5 +371,5 @@ def write_segments(df: pd.DataFrame, out_dir: str | os.PathLike, info: dict) -> 
         "data_fingerprint": info.get("data_fingerprint") or data_fingerprint(df),
         "segments_sha256": io.file_sha256(path),
     }
-    io.atomic_write_json(out / "dataset.json", doc)
+    io.atomic_write_json(lf.dataset, doc)
     return path

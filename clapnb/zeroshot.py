@@ -20,6 +20,7 @@ import pandas as pd
 from clapnb import asis, io, metrics
 from clapnb.errors import InputError
 from clapnb.segments import SPLITS
+from clapnb.store import LengthFolder
 from clapnb.taxonomy import BY_SLUG, SLUGS
 
 #: msclap's ESC-50 example prompt.
@@ -182,6 +183,7 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
     if if_no_text not in ("raise", "record"):
         raise InputError(f"if_no_text must be 'raise' or 'record', got {if_no_text!r}")
     run_dir = Path(run_dir)
+    lf = LengthFolder(run_dir)
     emb = load_run_embeddings(run_dir)
     meta = dict(emb.meta.get("backbone", emb.meta))
     has_text = backbone.has_text if backbone is not None else bool(meta.get("has_text", False))
@@ -191,7 +193,7 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
         record = not_applicable_record(meta)
         if if_no_text == "raise":
             raise ZeroShotNotApplicable(record["reason"])
-        io.atomic_write_json(run_dir / "zeroshot.json", record)
+        io.atomic_write_json(lf.zeroshot, record)
         return record
     if backbone is None:
         from clapnb.backbones import backbone_from_metadata
@@ -224,8 +226,8 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
         "metrics": per_split,
         "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None,
     }
-    io.atomic_write_parquet(run_dir / "zeroshot_predictions.parquet", preds)
-    io.atomic_write_json(run_dir / "zeroshot.json", record)
+    io.atomic_write_parquet(lf.zeroshot_predictions, preds)
+    io.atomic_write_json(lf.zeroshot, record)
     return record
 
 
@@ -237,6 +239,7 @@ def _run_asis(run_dir: Path, emb, meta: dict, mapping, seed: int) -> dict:
     record = {"applicable": True, "backbone": meta, "random_weights": bool(meta.get("random_weights", False)),
               "classes": scored.classes, **scored.fields, "seed": seed, "metrics": per_split,
               "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None}
-    io.atomic_write_parquet(run_dir / "zeroshot_predictions.parquet", preds)
-    io.atomic_write_json(run_dir / "zeroshot.json", record)
+    lf = LengthFolder(run_dir)
+    io.atomic_write_parquet(lf.zeroshot_predictions, preds)
+    io.atomic_write_json(lf.zeroshot, record)
     return record

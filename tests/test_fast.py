@@ -301,7 +301,7 @@ def test_cli_embed_records_the_mode_and_an_accepted_low_agreement(clip_paths, tm
 def test_sweep_rows_and_captions_carry_the_mode_and_its_agreement(tmp_path):
     from dataclasses import replace
 
-    from clapnb import report, sweep
+    from clapnb import report, stages, store, sweep
 
     ldir = tmp_path / "L04"
     ldir.mkdir()
@@ -312,9 +312,14 @@ def test_sweep_rows_and_captions_carry_the_mode_and_its_agreement(tmp_path):
     io.atomic_write_json(ldir / "embeddings.json", {"segments_sha256": io.file_sha256(ldir / "segments.parquet"),
                                                     "backbone": bmeta})
     cfg = sweep.SweepConfig(data=str(tmp_path), precision="auto").resolved()
-    assert sweep.embeddings_current(ldir, cfg)
-    assert not sweep.embeddings_current(ldir, replace(cfg, precision="fp32"))  # recomputed in the other mode
-    assert not sweep.embeddings_current(ldir, replace(cfg, torch_compile=True))
+    lf = store.LengthFolder(ldir)
+    params = cfg.stage_parameters("embeddings")
+    stages.write_record(lf.stage_record("embeddings"), "embeddings", params, {}, {"embeddings": lf.embeddings}, 0.0)
+    assert stages.check_record(lf.stage_record("embeddings"), params, {}, {"embeddings": lf.embeddings})[0]
+    for other in (replace(cfg, precision="fp32"), replace(cfg, torch_compile=True)):  # recomputed in the other mode
+        current, why = stages.check_record(lf.stage_record("embeddings"), other.stage_parameters("embeddings"), {},
+                                           {"embeddings": lf.embeddings})
+        assert not current and ("precision" in why or "torch_compile" in why)
     with pytest.raises(InputError, match="CLAP backbones only"):
         sweep.SweepConfig(data=str(tmp_path), backbone="mfcc", torch_compile=True).resolved()
     with pytest.raises(InputError, match="--precision 'fp8'"):

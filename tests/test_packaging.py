@@ -90,3 +90,27 @@ def test_console_script_exists_and_help_stays_light():
 def test_mappings_ship_with_the_package():
     for name in taxonomy.BUILTIN_MAPPINGS.values():
         assert (resources.files("clapnb") / "mappings" / name).is_file()
+
+
+def test_the_study_notebooks_are_found_as_myst_text_with_a_small_parameters_cell(tmp_path, monkeypatch):
+    import ast as _ast
+    import shutil
+
+    from clapnb import store, views
+
+    folder = views.notebooks_dir()
+    assert not list(folder.glob("*.ipynb")), "the notebooks' sources are text (MyST); no .ipynb beside them"
+    allowed = {"run_dir", "length_s", "lengths", "split", "n_examples"}  # run, length and view options only
+    for name in store.NOTEBOOKS:
+        nb = views.read_source(name)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and params[0].cell_type == "code", name
+        assigned = {t.id for node in _ast.parse(params[0].source).body for t in node.targets}
+        assert "run_dir" in assigned and assigned <= allowed, (name, assigned)
+        assert nb.metadata["clapnb"]["title"]
+    monkeypatch.setenv("CLAPNB_NOTEBOOKS", str(tmp_path))
+    with pytest.raises(Exception, match="CLAPNB_NOTEBOOKS"):
+        views.notebooks_dir()
+    for name in store.NOTEBOOKS:
+        shutil.copy(folder / views.source_name(name), tmp_path)
+    assert views.notebooks_dir() == tmp_path

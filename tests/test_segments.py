@@ -213,19 +213,19 @@ def test_cli_writes_table_and_summary(tmp_path, envsounds, envsounds_meta, capsy
     m = small_manifest(envsounds_meta, envsounds, 6, ["dog", "gun_shot"])
     manifest = tmp_path / "m.csv"
     m.to_csv(manifest, index=False)
-    out = tmp_path / "L2.5"
-    rc = cli.main(["segments", "--data", str(manifest), "--label-column", "original_label", "--length", "2.5",
+    out = tmp_path / "L03"
+    rc = cli.main(["segments", "--data", str(manifest), "--label-column", "original_label", "--length", "3",
                    "--out", str(out), "--counts", "10,3,3,3", "--seed", "1"])
     assert rc == 0
     seg = segments.read_segments(out / "segments.parquet")
     doc = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
-    assert len(seg) == 2 * 19 and (seg["length_s"] == 2.5).all()
+    assert len(seg) == 2 * 19 and (seg["length_s"] == 3).all()
     for row in segments.count_table(seg).itertuples(index=False):
         assert doc["counts"][row[0]][row[1]] == {"real": row.real, "augmented": row.augmented}
     assert doc["parameters"]["counts"] == {"train": 10, "validation": 3, "early_stop": 3, "test": 3}
     assert doc["inputs"]["n_recordings"] == 12 and doc["data_fingerprint"]
     printed = capsys.readouterr().out
-    assert "12 recordings read (0 excluded), 2 classes, L = 2.5 s" in printed and "wrote" in printed
+    assert "12 recordings read (0 excluded), 2 classes, L = 3 s" in printed and "wrote" in printed
 
     m.loc[0, "original_label"] = "zebra"
     m.to_csv(manifest, index=False)
@@ -234,5 +234,8 @@ def test_cli_writes_table_and_summary(tmp_path, envsounds, envsounds_meta, capsy
     err = capsys.readouterr().err
     assert rc == 2 and "zebra" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
-    with pytest.raises(SystemExit):
-        cli.main(["segments", "--data", str(manifest), "--length", "2", "--out", str(out), "--counts", "1,x"])
+    assert cli.main(["segments", "--data", str(manifest), "--length", "2", "--out", str(out), "--counts", "1,x"]) == 2
+    assert "--counts '1,x'" in capsys.readouterr().err
+    # one rule for lengths: the sweep's (whole seconds), not a second one here
+    assert cli.main(["segments", "--data", str(manifest), "--length", "2.5", "--out", str(tmp_path / "x")]) == 2
+    assert "--length '2.5'" in capsys.readouterr().err and not (tmp_path / "x").exists()

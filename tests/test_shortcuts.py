@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from clapnb import audio, backbones, cli, datasets, embeddings, io, probe, report, segments, shortcuts, sweep
 from clapnb.errors import InputError
 
+from bookcheck import check_readable_book
+
 from conftest import small_manifest
 
 SR = 44100
@@ -410,6 +412,12 @@ def test_sweep_compares_bandwidth_settings_and_the_book_shows_both(mixed_manifes
     assert "Source shortcut check" in confusion.get_text()
     assert any(c.get_text().startswith("Source identification beside class accuracy")
                for c in confusion.select("table caption"))
+    # an MFCC run: zero-shot does not apply, said once per page, and no random-weights banner
+    assert io.read_json(sweep.length_dir(run, 2) / shortcuts.LengthFolder(".").zeroshot.name)["applicable"] is False
+    assert not page.select("div.admonition.danger") and "not applicable" in page.get_text()
+    t2 = [c.find_parent("table") for c in page.select("table caption") if "Table 2" in c.get_text()][0]
+    assert {td.get_text(strip=True) for td in t2.select("tbody td")[1:2]} == {"n/a"}
+    check_readable_book(site, max_mb=8, zero_shot=False, names=[])  # one note, no empty zero-shot pages
     dataset = BeautifulSoup((site / "run" / "01_dataset.html").read_text(encoding="utf-8"), "html.parser")
     text = dataset.get_text(" ")
     assert "Classes from a single source" in text and "Bandwidth per source" in text

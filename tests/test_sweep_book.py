@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
-from clapnb import cli, io, report, standin, sweep
+import papermill
+
+from clapnb import cli, config, io, report, segments, standin, store, sweep
 
 from bookcheck import check_readable_book
 from conftest import small_manifest
@@ -61,36 +63,40 @@ def error_outputs(notebook: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manifest, standin_dir, tmp_path, capsys):
-    run = tmp_path / "standin"
+def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manifest, standin_dir, tmp_path, capfd):
+    # capfd, not capsys: with -j 2 the progress lines come from the worker processes
+    run = store.RunFolder(tmp_path / "standin")
     weights = standin.describe(standin_dir)["checkpoint"]
-    broken = sweep.length_dir(run, 3)
-    broken.mkdir(parents=True)
-    io.atomic_write_bytes(broken / "segments.parquet", b"this is not a parquet file")
-    io.atomic_write_json(broken / "dataset.json", {})  # marks the segments as complete
+    broken = run.length(3)
+    broken.segments.mkdir(parents=True)  # a folder where the segments file goes: that length's stage fails
 
-    args = sweep_args(manifest, run, "--lengths", "1-10", "--backbone", "msclap-2023", "--weights", weights,
+    args = sweep_args(manifest, run.root, "--lengths", "1-10", "--backbone", "msclap-2023", "--weights", weights,
                       "-j", "2")
     assert cli.main(args) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert " 3 s  failed" in err and "9 of 10 lengths complete; 1 failed" in err
     assert sweep.RANDOM_WEIGHTS_SUMMARY in err  # the final summary of a random-weights run says so
-    failed = io.read_json(broken / sweep.FAILED)
-    assert failed["notebook"].endswith("02_zero_shot.ipynb")
-    assert error_outputs(broken / "02_zero_shot.ipynb"), "the failed notebook keeps its error"
-    assert not (broken / sweep.DONE).exists()
-    results = io.read_json(run / "results.json")
+    summary = next(line for line in err.splitlines() if "lengths complete" in line)
+    assert "RANDOM WEIGHTS" in summary and "RANDOM WEIGHTS" in err.split(" 4 s  done")[1].splitlines()[0], \
+        "the summary lines say what the numbers are"
+    assert "L04 embeddings: built" in err and "L04 probe: epoch " in err, "step-level progress lines"
+    assert "without encryption" not in err
+    failed = io.read_json(broken.failed)
+    assert failed["stage"] == "segments" and "IsADirectoryError" in failed["error"]
+    assert not broken.done.exists()
+    results = io.read_json(run.results_json)
     assert sorted(r["length_s"] for r in results["rows"]) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
     assert [f["length_s"] for f in results["failed"]] == [3]
     assert results["random_weights"] is True
-    done_before = {n: (sweep.length_dir(run, n) / sweep.DONE).stat().st_mtime_ns for n in (1, 10)}
+    done_before = {n: run.length(n).done.stat().st_mtime_ns for n in (1, 10)}
 
-    (broken / "segments.parquet").unlink()
-    (broken / "dataset.json").unlink()
+    broken.segments.rmdir()
     assert cli.main(args) == 0
-    assert {n: (sweep.length_dir(run, n) / sweep.DONE).stat().st_mtime_ns for n in (1, 10)} == done_before
-    assert not (broken / sweep.FAILED).exists()
-    rows = pd.read_csv(run / "results.csv")
+    err = capfd.readouterr().err
+    assert "L03 segments: built" in err and "L04 segments" not in err, "only the broken length is built"
+    assert {n: run.length(n).done.stat().st_mtime_ns for n in (1, 10)} == done_before
+    assert not broken.failed.exists()
+    rows = pd.read_csv(run.results_csv)
     assert rows["length_s"].tolist() == list(range(1, 11))
     assert rows["random_weights"].all() and (rows["backbone"] == "msclap-2023").all()
     assert rows["zeroshot_applicable"].all()
@@ -101,16 +107,28 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
     assert (rows["zeroshot_accuracy"] <= rows["zeroshot_ci_high"]).all()
     assert rows["data_fingerprint"].nunique() == 1 and rows["weights_fingerprint"].nunique() == 1
     # the row of a length is what its own zeroshot.json and probe.json say
-    zs4 = io.read_json(sweep.length_dir(run, 4) / "zeroshot.json")["metrics"]["validation"]
-    pr4 = io.read_json(sweep.length_dir(run, 4) / "probe.json")["metrics"]["test"]
+    zs4 = io.read_json(run.length(4).zeroshot)["metrics"]["validation"]
+    pr4 = io.read_json(run.length(4).probe)["metrics"]["test"]
     r4 = rows.set_index("length_s").loc[4]
     assert r4["zeroshot_accuracy"] == pytest.approx(zs4["accuracy"])
     assert r4["zeroshot_loss_paper"] == pytest.approx(zs4["loss_paper_style"])
     assert r4["probe_test_accuracy"] == pytest.approx(pr4["accuracy"])
 
-    capsys.readouterr()
-    assert cli.main(["book", "--run", str(run)]) == 0
-    index = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    # (b) a view executed again with another seed reads the run; it changes nothing the run recorded
+    recorded = {p: p.read_bytes() for p in [run.config_file, *run.root.glob("L04/stages/*.json"),
+                                            run.length(4).probe]}
+    view = tmp_path / "zs-seed5.ipynb"
+    papermill.execute_notebook(str(run.length(4).notebook("02_zero_shot.ipynb")), str(view),
+                               parameters={"run_dir": str(run.root), "length_s": 4, "seed": 5}, kernel_name="python3", progress_bar=False)
+    assert {p: p.read_bytes() for p in recorded} == recorded
+    assert not error_outputs(view)
+    with pytest.raises(papermill.PapermillExecutionError, match="clapnb sweep"):  # no run: how to make one
+        papermill.execute_notebook(str(view), str(tmp_path / "none.ipynb"), kernel_name="python3",
+                                   parameters={"run_dir": str(tmp_path / "nothing")}, progress_bar=False)
+
+    capfd.readouterr()
+    assert cli.main(["book", "--run", str(run.root)]) == 0
+    index = Path(capfd.readouterr().out.strip().splitlines()[-1])
     assert index.is_file() and index.name == "index.html"
     site = index.parent
 
@@ -142,24 +160,50 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
 
 
 @pytest.mark.slow
-def test_mfcc_sweep_builds_a_book_with_zero_shot_not_applicable(manifest, tmp_path, capsys):
-    run = tmp_path / "mfcc"
-    assert cli.main(sweep_args(manifest, run, "--lengths", "2,4", "--backbone", "mfcc")) == 0
-    zs = io.read_json(sweep.length_dir(run, 4) / "zeroshot.json")
-    assert zs["applicable"] is False and "not applicable" in zs["reason"]
+def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, tmp_path, capsys):
+    """(a) of issue 9: L04 built with 4,2,2,2, then asked for 2,2,2,2 (mfcc: no model to load)."""
+    run = store.RunFolder(tmp_path / "run")
+    base = ["sweep", "--data", str(manifest), "--label-column", "original_label", "--backbone", "mfcc",
+            "--lengths", "4", "--out", str(run.root)]
+    assert cli.main(base + ["--counts", "4,2,2,2"]) == 0
+    before = io.read_json(run.length(4).dataset)["n_segments"]
     capsys.readouterr()
-    assert cli.main(["book", "--run", str(run), "--out", str(tmp_path / "book")]) == 0
-    site = Path(capsys.readouterr().out.strip().splitlines()[-1]).parent
-    assert site == tmp_path / "book" / "_build" / "html"
-    page = html(site / "book" / "results.html")
-    assert not page.select("div.admonition.danger")
-    assert "not applicable" in page.get_text()
-    t2 = table_rows(page, "Table 2")
-    assert len(t2) == 2 and set(t2["Accuracy (ours)"]) == {"n/a"}
-    t3 = table_rows(page, "Table 3")
-    assert all(v.endswith("%") for v in t3["Test accuracy (ours)"])
-    assert "mfcc" in page.select_one("table caption").get_text()
-    check_readable_book(site, max_mb=6, zero_shot=False, names=NAMES)  # one note, no empty pages
+    assert cli.main(base + ["--counts", "2,2,2,2"]) == 2
+    assert "counts: '4,2,2,2' -> '2,2,2,2'" in capsys.readouterr().err
+    # the stage record catches it even when the folder's config says otherwise (e.g. edited by hand)
+    run.write_config(config.StudyConfig(**{**config.read_run_config(run).parameters(), "counts": "2,2,2,2"}))
+    assert cli.main(base + ["--counts", "2,2,2,2"]) == 0
+    err = capsys.readouterr().err
+    assert "L04 segments: rebuilding (counts: '4,2,2,2' -> '2,2,2,2')" in err
+    assert "L04 embeddings: rebuilding (its input(s) segments were rebuilt)" in err
+    after = io.read_json(run.length(4).dataset)
+    assert after["parameters"]["counts"] == "2,2,2,2" and after["n_segments"] < before
+    rec = io.read_json(run.length(4).stage_record("segments"))
+    assert rec["params"]["counts"] == "2,2,2,2"
+    n_train = int((segments.read_segments(run.length(4).segments)["split"] == "train").sum())
+    assert io.read_json(run.length(4).probe)["n_per_split"]["train"] == n_train
+
+
+def test_executor_with_two_processes_builds_what_one_process_builds(manifest, tmp_path):
+    from clapnb import executor, stages
+
+    cfg = config.StudyConfig(data=str(manifest), label_column="original_label", counts="4,2,2,2",
+                             backbone="mfcc", lengths="2,4").resolved()
+    out = {}
+    for jobs in (1, 2):
+        run = store.RunFolder(tmp_path / f"j{jobs}")
+        upstream = stages.build_run(run, cfg, log=lambda s: None)
+        with executor.make_executor(jobs) as ex:
+            built = {n: f.result() for (_, _, n, _, _), f in ex.map_unordered(
+                stages.build_length_job, [(str(run.root), cfg.parameters(), n, upstream, False) for n in (2, 4)])}
+        assert all(b.ok for b in built.values()), built
+        out[jobs] = {n: (b.fingerprints["segments"], io.read_json(run.length(n).probe)["metrics"],
+                         io.read_json(run.length(n).shortcuts).get("source_id"))
+                     for n, b in built.items()}
+    assert out[1] == out[2]
+    # a second build finds every stage current
+    again = stages.build_length(store.RunFolder(tmp_path / "j1"), cfg, 4, upstream, log=lambda s: None)
+    assert set(again.statuses.values()) == {"current"}
 
 
 def test_reproduce_offline_without_weights_stops_before_any_work(tmp_path, monkeypatch, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clapnb import config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,15 +21,14 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=unset, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=unset, help="mini-batch size (default 32)")
     p.add_argument("--weight-decay", type=float, default=unset, help="Adam weight decay (default 0)")
-    p.add_argument("--max-epochs", type=int, default=unset, help="epoch limit (default 300)")
-    p.add_argument("--patience", type=int, default=unset,
-                   help="epochs without early-stop accuracy improvement before stopping (default 10, as the paper)")
-    p.add_argument("--seed", type=int, default=unset, help="seed of initialisation, shuffling and bootstrap (default 0)")
+    config.add_options(p, "probe")  # --seed, --probe-patience, --probe-max-epochs, --probe-grid: the study's
     p.add_argument("--no-standardize", dest="standardize", action="store_false", default=unset,
                    help="feed raw embeddings (default: z-score with train-split statistics)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--grid", default=None,
-                   help="hyper-parameter grid selected on validation, e.g. 'lr=1e-3,1e-2;weight_decay=0,1e-4'")
+    # the names before the study config (same fields, hidden from --help)
+    p.add_argument("--grid", dest="probe_grid", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--max-epochs", dest="probe_max_epochs", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--patience", dest="probe_patience", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--extra-labels", metavar="REVIEWED", default=None,
                    help="reviewed.parquet of an operator review: its answered events (rejected ones as background) "
                         "join the train split, grouped by file; recorded in probe.json")
@@ -36,16 +37,19 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from dataclasses import fields
-    from pathlib import Path
+    from dataclasses import fields, replace
 
     from clapnb import probe
 
+    from clapnb.store import LengthFolder
+
+    study = config.from_mapping({k: config.option_value(args, k) for k in
+                                 ("seed", "probe_patience", "probe_max_epochs", "probe_grid")}, what="the options")
     given = {f.name: getattr(args, f.name) for f in fields(probe.ProbeConfig) if hasattr(args, f.name)}
-    config = probe.ProbeConfig(**given)
-    grid = probe.parse_grid(args.grid) if args.grid else None
+    probe_config = replace(study.probe_config(), **given)
+    grid = probe.parse_grid(study.probe_grid) if study.probe_grid else None
     progress = None if args.no_progress else (lambda line: print(f"probe: {line}", file=sys.stderr, flush=True))
-    record = probe.run_probe(args.run, config, grid, progress=progress, extra_labels=args.extra_labels)
+    record = probe.run_probe(args.run, probe_config, grid, progress=progress, extra_labels=args.extra_labels)
     random = " [RANDOM WEIGHTS: NOT CLAP RESULTS]" if record["random_weights"] else ""
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
@@ -68,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
               f"({', '.join(f'{c} {n}' for c, n in x['windows_per_class'].items())})")
     if record["classes_without_train_data"]:
         print(f"  note: no training segments for {', '.join(record['classes_without_train_data'])}")
-    out = Path(args.run)
-    print(f"wrote {out / 'probe.json'}, {out / 'probe.pt'} and {out / 'probe_predictions.parquet'}")
+    lf = LengthFolder(args.run)
+    print(f"wrote {lf.probe}, {lf.probe_model} and {lf.probe_predictions}")
     return 0

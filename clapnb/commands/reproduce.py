@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clapnb.commands.sweep import add_run_arguments, config_from_args, print_results
+from clapnb import config
+from clapnb.commands.sweep import add_jobs_argument, add_rebuild_argument, print_results, study_configs
 
 
 def register(subparsers) -> None:
@@ -14,7 +15,9 @@ def register(subparsers) -> None:
         description="Check that the CLAP 2023 weights and text model are available (before any long "
                     "work), sweep segment lengths 1-10 s over the data (ESC-50 by default, mapped to the "
                     "paper's 21 classes), and build the book. Rerunning resumes.")
-    add_run_arguments(p, data_default="esc50", backbone=False)
+    config.add_options(p, "reproduce", defaults={"data": "esc50"}, config_file=True)
+    add_jobs_argument(p)
+    add_rebuild_argument(p)
     p.add_argument("--out", default="runs/reproduce", help="run folder (default runs/reproduce)")
     p.set_defaults(func=run)
 
@@ -22,12 +25,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from clapnb import book, inputs, sweep
 
-    from clapnb.locks import run_lock
-
-    config = config_from_args(args, backbone="msclap-2023", lengths="1-10")
-    inputs.check_run_inputs(config.resolved())  # data and weights together, before any work
-    with run_lock(args.out, command="clapnb reproduce"):  # one process per run folder
-        outcomes = sweep.run_variants(config, args.out, args.harmonise_bandwidth, jobs=args.jobs)
+    configs = study_configs(args, "reproduce", defaults={"data": "esc50"},
+                            fixed={"backbone": "msclap-2023", "lengths": "1-10"})
+    inputs.check_run_inputs(configs[0].resolved())  # data and weights together, before any work
+    outcomes = sweep.run_variants(configs, args.out, jobs=args.jobs, rebuild=args.rebuild)
     for outcome in outcomes:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)

@@ -6,15 +6,8 @@ import argparse
 import sys
 import time
 
+from clapnb import config
 from clapnb.errors import InputError
-
-
-def _counts(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--counts wants four whole numbers (train,validation,early_stop,test), got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -23,25 +16,9 @@ def register(subparsers) -> None:
         description="Build DIR/segments.parquet and DIR/dataset.json: recordings are split by group "
                     "(train/validation/early_stop/test), cut into L-s segments, and each class and "
                     "split is subsampled or topped up with noise-augmented copies to the target counts.")
-    p.add_argument("--data", required=True,
-                   help="class folder (one sub-folder per label), manifest CSV, 'esc50' (download), "
-                        "'esc50:PATH' or 'urbansound8k:PATH' (archive or extracted folder)")
-    p.add_argument("--label-column", default="label", help="label column of a manifest CSV (default: label)")
-    p.add_argument("--path-column", default="path",
-                   help="column of a manifest CSV holding each file's path, absolute or relative to the "
-                        "manifest (default: path); comma, semicolon, tab or pipe separators are detected")
+    config.add_options(p, "segments", required=("data",))
     p.add_argument("--group-column", default=None,
                    help="manifest column naming the source recording (default: group, else freesound_id, else the file)")
-    p.add_argument("--source-column", default=None,
-                   help="manifest column naming each file's source (dataset or collection); default: "
-                        "source, else source_dataset, else the manifest's folder. A class folder's source is its name")
-    p.add_argument("--harmonise-bandwidth", default="off", metavar="off|auto|HZ",
-                   help="low-pass every recording to one common bandwidth before cutting: off (default), "
-                        "a frequency in Hz, or auto (the lowest common effective bandwidth of the data: "
-                        "see clapnb.shortcuts.harmonisation)")
-    p.add_argument("--mapping", default=None,
-                   help="label mapping: built-in name (esc50, urbansound8k, default) or a YAML file")
-    p.add_argument("--drop-unmapped", action="store_true", help="leave out labels the mapping does not know")
     p.add_argument("--group-pattern", default=None, metavar="REGEX",
                    help="regex searched in each file name (no suffix) whose (?P<group>...) or only group, else "
                         "whole match, names the source recording: files of one group never land in two splits. "
@@ -59,27 +36,29 @@ def register(subparsers) -> None:
     p.add_argument("--strict", action="store_true",
                    help="fail on any file that would be left out (unreadable, empty, NaN, truncated, too short, "
                         "silent, duplicate) instead of skipping it")
-    p.add_argument("--background", default=None, metavar="PATH",
-                   help="folder or manifest of the site's residual sound (no spurious events): adds a "
-                        "'background' class, trained like the others, never reported as an event by 'clapnb detect'")
-    p.add_argument("--length", type=float, required=True, help="segment length L in seconds (e.g. 1..10)")
+    p.add_argument("--length", required=True, help="segment length L in whole seconds (e.g. 1..10)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--counts", type=_counts, default=(500, 100, 100, 100),
-                   help="segments per class for train,validation,early_stop,test (default 500,100,100,100)")
     p.add_argument("--hop", type=float, default=None, help="hop between segment starts in s (default: L, no overlap)")
-    p.add_argument("--snr-db", type=float, default=20.0, help="SNR of the Gaussian noise of augmented copies (default 20)")
-    p.add_argument("--drop-empty-classes", action="store_true",
-                   help="leave out classes without audio in some split instead of failing")
     p.add_argument("--cache-dir", default=None, help="where downloads and extracted archives go (default: $CLAPNB_CACHE or ~/.cache/clapnb)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clapnb import audio, datasets, inputs, io, segments, shortcuts
+    from clapnb import bandwidth as bw
+    from clapnb import audio, datasets, inputs, io, segments
 
     t0 = time.perf_counter()
-    harmonise = shortcuts.canonical_harmonise(args.harmonise_bandwidth)  # fail before reading any file
+    # the one validation of the study parameters, before reading any file
+    study = config.from_mapping({k: config.option_value(args, k) for k in (
+        "data", "label_column", "path_column", "source_column", "mapping", "drop_unmapped", "harmonise_bandwidth",
+        "drop_empty_classes", "counts", "snr_db", "seed", "background")}, what="the options",
+        base=config.StudyConfig())
+    args.length = config.check_length(args.length)
+    args.counts = study.count_tuple
+    harmonise = study.harmonise_bandwidth
+    for name in ("data", "label_column", "path_column", "source_column", "mapping", "drop_unmapped",
+                 "drop_empty_classes", "snr_db", "seed", "background"):
+        setattr(args, name, getattr(study, name))
     inputs.check_inputs(data=args.data, label_column=args.label_column, path_column=args.path_column,
                         group_column=args.group_column, source_column=args.source_column,
                         cache_dir=args.cache_dir)
@@ -119,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if recordings["class"].notna().sum() == 0:
         raise InputError(f"--data {args.data}: no readable recording has a class")
 
-    bandwidth = shortcuts.harmonisation(recordings, harmonise)
+    bandwidth = bw.harmonisation(recordings, harmonise)
     seg = segments.build_segments(recordings, args.length, counts=args.counts, seed=args.seed, hop_s=args.hop,
                                   snr_db=args.snr_db, drop_empty_classes=args.drop_empty_classes,
                                   lowpass_hz=bandwidth["cutoff_hz"])
@@ -156,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {split:<11} {len(s):>6} segments, {int(s['augmented'].sum()):>6} augmented")
     if dropped:
         print(f"dropped classes (no audio in some split): {', '.join(dropped)}")
-    print(shortcuts.describe_harmonisation(bandwidth))
-    single = shortcuts.single_source_classes(recordings)
+    print(bw.describe_harmonisation(bandwidth))
+    single = bw.single_source_classes(recordings)
     if single:
         print("classes from a single source (a classifier can recognise the source instead of the sound): "
               + ", ".join(f"{c} ({s})" for c, s in single.items()))

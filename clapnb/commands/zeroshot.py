@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clapnb import config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,8 +21,7 @@ def register(subparsers) -> None:
                    help="average the text embeddings of the class prompt and its synonyms")
     p.add_argument("--classes", choices=("all", "present"), default="all",
                    help="candidate classes: all 21 of the paper (default) or only those present in the data")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (for the text encoder)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
+    config.add_options(p, "zeroshot")  # --seed (the bootstrap), --device (the text encoder)
     p.add_argument("--asis-mapping", default=None, metavar="YAML",
                    help="backbones without text but with their own labels (birdnet) are evaluated as-is: their "
                         "labels mapped to study classes by this YAML (default: the one shipped, "
@@ -29,15 +30,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from clapnb import zeroshot
+    from clapnb.store import LengthFolder
 
     template = getattr(args, "template", zeroshot.DEFAULT_TEMPLATE)
     record = zeroshot.run_zeroshot(args.run, template=template, ensemble=args.ensemble,
-                                   class_set=args.classes, device=args.device, seed=args.seed,
+                                   class_set=args.classes, device=config.option_value(args, "device"),
+                                   seed=config.option_value(args, "seed"),
                                    if_no_text="record", asis_mapping=args.asis_mapping)
-    out = Path(args.run) / "zeroshot.json"
+    lf = LengthFolder(args.run)
+    out = lf.zeroshot
     if not record["applicable"]:
         raise zeroshot.ZeroShotNotApplicable(f"{record['reason']} (recorded in {out})")
     if record.get("method") == "as-is":
@@ -55,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
               f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss paper-style {m['loss_paper_style']:.3f}"
               f"  calibrated {cal}" + ("  [RANDOM WEIGHTS]" if record["random_weights"] else ""))
-    print(f"wrote {out} and {out.with_name('zeroshot_predictions.parquet')}")
+    print(f"wrote {out} and {lf.zeroshot_predictions}")
     return 0
