@@ -6,8 +6,8 @@
 * scaling: a generated archive of ``--hours`` of 44.1-kHz audio (pink noise + tones, files of
   ``--file-minutes``), 4-s windows every 2 s, an empty cache each run, through ``clapnb detect``'s
   ``detect_files`` on a Dask ``LocalCluster`` of N worker processes (one thread each), with
-  ``--chunk`` work units. Reported: wall time of the work (cluster start-up apart; it includes each
-  worker loading the backbone and its first-call JIT), hours of audio per hour, the ratio of 2 to 1
+  ``--chunk`` work units. Reported: wall time of the work after a warm-up run on the same cluster
+  (cluster start-up and each worker's import, backbone load and first-call JIT reported apart), hours of audio per hour, the ratio of 2 to 1
   worker, and the cost estimate printed before the work vs the measured time.
   The probe is a RANDOM linear head (throughput only: its events mean nothing).
   ``birdnet`` (BirdNET V2.4, not CLAP; CC BY-NC-SA 4.0) runs only when ``load_backbone('birdnet')`` works.
@@ -85,6 +85,10 @@ def scaling(name: str, archive: Path, audio_s: float, workers: list[int], chunk_
         err = _io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
+                t1 = time.perf_counter()  # warm-up: every worker imports, loads the backbone and JITs once
+                detect.detect_files(probe, [tmp / "warmup"], tmp / f"warm-{name}-{n}", hop_s=2.0, backbone=bb,
+                                    cache_dir=tmp / f"warmcache-{name}-{n}", executor=ex, chunk_s=4.0)
+                warmup = time.perf_counter() - t1
                 res = detect.detect_files(probe, [archive], tmp / f"out-{name}-{n}", hop_s=2.0, backbone=bb,
                                           cache_dir=tmp / f"cache-{name}-{n}", executor=ex, chunk_s=chunk_s,
                                           estimate=True)
@@ -93,7 +97,8 @@ def scaling(name: str, archive: Path, audio_s: float, workers: list[int], chunk_
         rec = res.record
         work = rec["work_seconds"]
         est = rec["estimate"]["wall_s"]
-        rows.append({"backbone": name, "workers": n, "cluster_startup_s": round(startup, 2), "work_s": round(work, 2),
+        rows.append({"backbone": name, "workers": n, "cluster_startup_s": round(startup, 2),
+                     "worker_warmup_s": round(warmup, 2), "work_s": round(work, 2),
                      "windows": rec["estimate"]["windows_todo"], "audio_h": round(audio_s / 3600, 3),
                      "audio_h_per_h": round(audio_s / work, 1), "estimate_s": round(est, 2),
                      "estimate_error": round((est - work) / work, 3),
@@ -141,6 +146,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dask_scaling-"))
     audio_s = make_archive(tmp / "archive", args.hours, args.file_minutes)
+    make_archive(tmp / "warmup", 16 * 4 / 3600, 8 * 4 / 60)  # 4 files of 16 s (a unit per worker, a few windows each)
     workers = [int(w) for w in args.workers.split(",")]
     result = {"hours": args.hours, "chunk": args.chunk, "rows": [], "machine_note": "shared 2-core machine"}
     for name in args.backbones.split(","):
