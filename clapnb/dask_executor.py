@@ -106,32 +106,7 @@ def make_executor(scheduler: str | None = None, workers: int = 1):
     ``tcp://HOST:PORT``: an existing Dask cluster (``workers`` is ignored: the cluster has its own).
     """
     if scheduler in (None, "", "inprocess", "none"):
-        try:
-            from clapnb.executor import make_executor as local
-        except ImportError:  # before the pipeline layer's executor module: in this process only
-            return _InProcess()
+        from clapnb.executor import make_executor as local
+
         return local(workers)
     return DaskExecutor(scheduler, workers)
-
-
-class _InProcess:
-    """Each job at once, in this process (used only where :mod:`clapnb.executor` is absent)."""
-
-    workers = 1
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any):
-        from concurrent.futures import Future
-
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as exc:
-            fut.set_exception(exc)
-        return fut
-
-    def map_unordered(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        for item in items:
-            yield item, self.submit(fn, item)
-
-    def close(self) -> None:
-        pass

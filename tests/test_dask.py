@@ -268,3 +268,14 @@ def test_two_processes_on_one_cache_embed_each_window_once(arc):
     for k in range(2):
         pd.testing.assert_frame_equal(pd.read_parquet(arc["out"] / f"twin{k}" / recs[k]["output"]),
                                       pd.read_parquet(arc["out"] / "ref" / ref["output"]), check_exact=True)
+
+
+def test_local_processes_executor_gives_the_same_results(arc):
+    """The pipeline layer's -j N executor (spawned processes, backbone loaded once in each)."""
+    from clapnb.dask_executor import make_executor
+
+    with make_executor(None, 2) as ex:
+        out, res = _run(arc, "procs", chunk_s=20.0, executor=ex)
+    _same_outputs(arc["out"] / "ref", out)
+    pids = {j["pid"] for j in map(json.loads, (out / "journal.jsonl").read_text().splitlines()) if "pid" in j}
+    assert os.getpid() not in pids
