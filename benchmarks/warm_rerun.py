@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
 import sys
 import tempfile
 import time
@@ -41,15 +40,19 @@ def manifest(out: Path, per_label: int, labels: list[str]) -> Path:
     return path
 
 
+def records(run: Path) -> dict[Path, int]:
+    """Every stage record of the run and its modification time (a rebuilt stage rewrites its record)."""
+    return {p: p.stat().st_mtime_ns for p in run.glob("**/stages/*.json")}
+
+
 def timed_sweep(cfg: config.StudyConfig, run: Path, rebuild: bool) -> tuple[dict, collections.Counter]:
-    lines: list[str] = []
+    before = records(run)
     start = time.monotonic()
-    outcome = sweep.run_sweep(cfg, run, rebuild=rebuild, log=lines.append, progress=False)
+    outcome = sweep.run_sweep(cfg, run, rebuild=rebuild, log=lambda line: None, progress=False)
     total = time.monotonic() - start
     if not outcome.ok:
         sys.exit(outcome.summary())
-    built = collections.Counter(m.group(1) for line in lines
-                                if (m := re.match(r"(?:L\d\d )?(\w+): (?:built|rebuilt) in", line)))
+    built = collections.Counter(p.stem for p, t in records(run).items() if before.get(p) != t)
     t0 = time.monotonic()
     book.build(book.assemble(run))
     return {**outcome.timings, "book": time.monotonic() - t0, "sweep total": total}, built
