@@ -158,22 +158,30 @@ def seconds_per_window(backbone, probe, path: str, hop_s: float, *, n: int = 8, 
         if len(waves) > n:
             break
     decode = (time.perf_counter() - t0) / max(1, len(waves))
+    t_warm = time.perf_counter()
     embed_waveforms(backbone, waves[:1], probe.backbone, batch_size=batch_size)  # warm-up (JIT, lazy init)
+    warmup = time.perf_counter() - t_warm
     timed = waves[1:] or waves
     t1 = time.perf_counter()
     embed_waveforms(backbone, timed, probe.backbone, batch_size=batch_size)
     embed = (time.perf_counter() - t1) / len(timed)
     return {"windows_measured": len(timed), "decode_s": decode, "embed_s": embed, "s_per_window": decode + embed,
-            "measured_on": path}
+            "warmup_s": warmup, "measured_on": path}
 
 
-def estimate(n_todo: int, n_total: int, measured: dict | None, workers: int, dim: int, n_classes: int) -> dict:
-    """Expected wall time (windows x s/window / workers) and storage of a detection job."""
+def estimate(n_todo: int, n_total: int, measured: dict | None, workers: int, dim: int, n_classes: int,
+             startup_s: float = 0.0) -> dict:
+    """Expected wall time (worker start-up + windows x s/window / workers) and storage of a detection job.
+
+    ``startup_s``: what each fresh worker pays once (backbone load + first-call warm-up, as measured
+    here); 0 in this process, where the backbone is already loaded.
+    """
     cache_bytes = n_todo * (dim * 4 + 48)  # float32 row + its key in a shard
     output_bytes = n_total * (4 + n_classes) * 8  # window tables (index, start, end, tail, probabilities)
     spw = measured["s_per_window"] if measured else None
     return {"windows_total": int(n_total), "windows_todo": int(n_todo), "workers": int(workers),
-            "s_per_window": spw, "wall_s": (n_todo * spw / max(1, workers)) if spw is not None else 0.0,
+            "s_per_window": spw, "wall_s": (startup_s + n_todo * spw / max(1, workers)) if spw is not None else 0.0,
+            "startup_s": float(startup_s),
             "storage_bytes": int(cache_bytes + output_bytes), "cache_bytes": int(cache_bytes),
             "output_bytes": int(output_bytes), "measurement": measured}
 
@@ -200,7 +208,9 @@ def estimate_line(est: dict) -> str:
     if est["measurement"] is None:
         return f"estimate: {est['windows_todo']} window(s) to compute; no file could be decoded to time them"
     return (f"estimate: {est['windows_todo']} of {est['windows_total']} window(s) to compute x "
-            f"{est['s_per_window'] * 1000:.1f} ms/window / {est['workers']} worker(s) = {_human_s(est['wall_s'])} "
+            f"{est['s_per_window'] * 1000:.1f} ms/window / {est['workers']} worker(s)"
+            + (f" + {est['startup_s']:.1f} s worker start-up" if est.get("startup_s") else "")
+            + f" = {_human_s(est['wall_s'])} "
             f"wall; storage ~{_human_b(est['storage_bytes'])} (cache {_human_b(est['cache_bytes'])}, "
             f"outputs {_human_b(est['output_bytes'])}); measured on {est['measurement']['windows_measured']} "
             "window(s) on this machine")

@@ -442,10 +442,13 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
     files = list_inputs(inputs)
     if not files:
         raise InputError("no input files given to detect")
+    load_s = None  # what a fresh worker process pays once before its first window
     if backbone is None:
         from clapnb.backbones import backbone_from_metadata
 
+        t_load = time.perf_counter()
         backbone = backbone_from_metadata(probe.backbone, device=device)
+        load_s = time.perf_counter() - t_load
     probe_sha = io.file_sha256(probe_path)
     out = Path(out_dir)
     (out / "files").mkdir(parents=True, exist_ok=True)
@@ -517,14 +520,17 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
         est = None
         if estimate or dry_run:
             measured = None
-            for path in dict.fromkeys(u["path"] for u in todo):  # the first file that decodes
+            longest = sorted(todo, key=lambda u: u["first"] - u["stop"])  # the most windows to time
+            for path in dict.fromkeys(u["path"] for u in longest):  # the first of them that decodes
                 try:
                     measured = archive.seconds_per_window(backbone, probe, path, hop_s, batch_size=batch_size,
                                                           block_s=block_s)
                     break
                 except audio.AudioError:
                     continue
-            est = archive.estimate(n_todo, n_windows_total, measured, workers, backbone.dim, len(classes))
+            fresh = executor is not None and (hasattr(executor, "client") or executor.workers > 1)
+            est = archive.estimate(n_todo, n_windows_total, measured, workers, backbone.dim, len(classes),
+                                   startup_s=(load_s or 0.0) + measured["warmup_s"] if fresh and measured else 0.0)
             print(archive.estimate_line(est), file=sys.stderr, flush=True)
         if dry_run:
             PROCESS_CACHE.pop(local_key, None)
