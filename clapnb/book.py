@@ -149,11 +149,16 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     io.atomic_write_text(out / "generated" / "zero_shot.md",
                          report.zeroshot_note(meta) or "```{tableofcontents}\n```\n")
 
+    repeat_rows = repeats_page_rows(run)
     fig = plots.accuracy_vs_length(results, report.PAPER_TABLE2, report.PAPER_TABLE3,
-                                   title=report.describe_model(meta))
+                                   title=report.describe_model(meta), repeats=repeat_rows)
     fig.savefig(out / PAGES / "accuracy_vs_length.png", dpi=120)
     page = report.results_page(results, figure="accuracy_vs_length.png", failed=failed)
     page += "\n" + shortcuts.results_section([run_dir, *(v.root for v in run.variants())], meta)
+    if run.repeats_json.is_file():
+        from clapnb import repeats
+
+        page += "\n" + repeats.results_section(io.read_json(run.repeats_json), segments_per_class=config_counts(run))
     if compare:
         from clapnb.compare import comparison_section
 
@@ -165,6 +170,22 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         add_detection(out, detect, reference, notebooks_dir=src / "notebooks",
                       prepare=lambda nb: prepare_notebook(nb, DETECTION_TITLE, banner))
     return out
+
+
+def repeats_page_rows(run: RunFolder) -> pd.DataFrame | None:
+    """Every repeat's results rows (``repeats.json``), or None for a single-split run."""
+    if not run.repeats_json.is_file():
+        return None
+    return pd.DataFrame(io.read_json(run.repeats_json)["rows"])
+
+
+def config_counts(run: RunFolder) -> int | None:
+    """Validation segments per class of the run (for what one split can resolve)."""
+    cfg = run.config_dict()
+    try:
+        return int(str(cfg.get("counts", "")).split(",")[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def build(folder: str | os.PathLike) -> Path:

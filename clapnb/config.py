@@ -215,6 +215,17 @@ class StudyConfig:
                          stages=("segments",), commands=_DATA)
     snr_db: float = option(20.0, "SNR in dB of the Gaussian noise of augmented copies", stages=("segments",),
                            commands=_DATA)
+    protocol: str = option("paper", "how recordings are split: paper (the seeded 500/100/100/100 plan by recording "
+                           "group) or folds (the data set's official folds, ESC-50 5 / UrbanSound8K 10: test fold i, "
+                           "validation and early stop from fold i+1, as the HEAR kit)", stages=("segments",),
+                           choices=("paper", "folds"))
+    test_fold: int | None = option(None, "with --protocol folds: the fold the run tests (default 1; with "
+                                   "--repeats the first of the folds tested, one per repeat)", stages=("segments",))
+    repeats: int = option(1, "repeat the study over N split seeds (--seed, --seed+1, ...; with --protocol folds: "
+                          "the first N folds, 0 = all), each in OUT/repeats/seed-K (fold-I); embeddings come "
+                          "from the cache, so a repeat costs the probe and zero-shot", commands=("sweep",))
+    seeds: str = option("", "the split seeds of the repeats, e.g. 0-4 or 0,3,7 (instead of --repeats)",
+                        commands=("sweep",), metavar="SEEDS")
     seed: int = option(0, "seed of every random choice (splits, picks, noise, agreement clips, probe, bootstrap)",
                        stages=("segments", "embeddings", "zeroshot", "probe", "shortcuts"),
                        commands=("sweep", "reproduce", "segments", "probe", "zeroshot"))
@@ -279,6 +290,23 @@ class StudyConfig:
         for name in ("probe_patience", "probe_max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a whole number >= 1")
+        if self.protocol == "folds" and self.test_fold is None:
+            set_(self, "test_fold", 1)
+        if self.protocol != "folds" and self.test_fold is not None:
+            raise InputError(f"test_fold {self.test_fold!r} needs --protocol folds")
+        if self.test_fold is not None and int(self.test_fold) < 1:
+            raise InputError(f"test_fold {self.test_fold!r}: folds are numbered from 1")
+        if int(self.repeats) < 0 or (int(self.repeats) == 0 and self.protocol != "folds"):
+            raise InputError(f"--repeats {self.repeats}: give a whole number >= 1 (0 = every fold, with "
+                             "--protocol folds)")
+        set_(self, "seeds", str(self.seeds or "").strip())
+        if self.seeds:
+            if self.protocol == "folds":
+                raise InputError("--seeds applies to --protocol paper; with --protocol folds the repeats are the "
+                                 "folds (--repeats N: the first N, 0 = all)")
+            from clapnb.folds import parse_seeds
+
+            parse_seeds(self.seeds, self.repeats)
         if self.probe_grid:
             from clapnb.probe import parse_grid  # torch is imported by probe only when training
 
@@ -298,6 +326,15 @@ class StudyConfig:
     @property
     def length_list(self) -> tuple[int, ...]:
         return parse_lengths(self.lengths)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The split seeds of the repeats (``--seeds``, else ``--seed`` .. ``--seed + repeats - 1``)."""
+        from clapnb.folds import parse_seeds
+
+        if self.seeds:
+            return parse_seeds(self.seeds)
+        return tuple(self.seed + k for k in range(max(1, int(self.repeats))))
 
     @property
     def count_tuple(self) -> tuple[int, int, int, int]:

@@ -141,8 +141,13 @@ def confusion_heatmaps(matrices: Sequence[tuple[str, pd.DataFrame]]):
 
 
 def accuracy_vs_length(results: pd.DataFrame, paper_zeroshot: pd.DataFrame | None = None,
-                       paper_probe: pd.DataFrame | None = None, title: str = ""):
-    """Accuracy per segment length with 95 % intervals: zero-shot and the probe (val and test)."""
+                       paper_probe: pd.DataFrame | None = None, title: str = "",
+                       repeats: pd.DataFrame | None = None):
+    """Accuracy per segment length with 95 % intervals: zero-shot and the probe (val and test).
+
+    ``repeats`` (every repeat's results rows with a ``repeat`` column, :mod:`clapnb.repeats`): the
+    spread over repeats as a band (mean +/- std) and one dot per repeat, beside the first split's CI.
+    """
     fig = _figure(figsize=(7.5, 4))
     ax = fig.subplots()
     r = results.sort_values("length_s")
@@ -157,6 +162,13 @@ def accuracy_vs_length(results: pd.DataFrame, paper_zeroshot: pd.DataFrame | Non
             err = np.vstack([(acc - lo).clip(lower=0), (hi - acc).clip(lower=0)]) * 100
             ax.errorbar(r["length_s"] + dx, 100 * acc, yerr=np.nan_to_num(err), fmt=fmt, color=color,
                         capsize=3, label=label)
+        if repeats is not None and repeats[f"{key}_accuracy"].notna().any():
+            per = repeats.assign(acc=pd.to_numeric(repeats[f"{key}_accuracy"], errors="coerce")).dropna(subset=["acc"])
+            stats = per.groupby("length_s")["acc"].agg(["mean", "std"]).fillna(0).sort_index()
+            ax.fill_between(stats.index + dx, 100 * (stats["mean"] - stats["std"]),
+                            100 * (stats["mean"] + stats["std"]), color=color, alpha=0.15, linewidth=0,
+                            label=f"{label}: mean ± std over {per['repeat'].nunique()} repeats")
+            ax.plot(per["length_s"] + dx, 100 * per["acc"], ".", color=color, alpha=0.5, markersize=4)
     if paper_zeroshot is not None:
         p = paper_zeroshot.sort_values("length_s")
         ax.plot(p["length_s"], 100 * p["accuracy"], "x", color="grey", label="paper: zero-shot")

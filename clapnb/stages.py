@@ -156,7 +156,8 @@ def segments(run: RunFolder, config: StudyConfig, length_s: int, inputs: Mapping
         harmonisation = io.read_json(run.bandwidth)
         table = seg.build_segments(recordings_table, float(length_s), counts=config.count_tuple, seed=config.seed,
                                    snr_db=config.snr_db, drop_empty_classes=config.drop_empty_classes,
-                                   lowpass_hz=harmonisation["cutoff_hz"])
+                                   lowpass_hz=harmonisation["cutoff_hz"],
+                                   test_fold=config.test_fold if config.protocol == "folds" else None)
         seg.write_segments(table, lf.root, {
             "inputs": {"data": config.data, "label_column": config.label_column, "mapping": config.mapping,
                        "source_column": config.source_column},

@@ -11,6 +11,8 @@ write into)::
     RUN/01_dataset.ipynb            the executed dataset view (+ .failed when it failed)
     RUN/results.json|.csv           one row per completed length (RESULT_COLUMNS)
     RUN/variants/harmonise-X/       the same study with another --harmonise-bandwidth (a RunFolder)
+    RUN/repeats/seed-K/, fold-I/    the same study with another split seed / test fold (a RunFolder)
+    RUN/repeats.json|.csv           every repeat's results rows (column repeat), spread and paired comparisons
     RUN/L04/segments.parquet, dataset.json                         (stage segments)
     RUN/L04/embeddings.json                                        (stage embeddings)
     RUN/L04/zeroshot.json, zeroshot_predictions.parquet            (stage zeroshot)
@@ -53,6 +55,8 @@ RESULT_COLUMNS = (
     "source_id_within_test_accuracy", "source_id_within_test_chance",
     # embedding mode (clapnb.fast) and its measured agreement with fp32 (clapnb.agreement)
     "precision", "agreement_min_cosine", "agreement_mean_cosine", "agreement_passed",
+    # the split this row was measured on (clapnb.folds, clapnb.repeats)
+    "seed", "protocol", "test_fold",
 )
 
 
@@ -168,6 +172,30 @@ class RunFolder:
             return []
         return [RunFolder(p) for p in sorted(self.variants_dir.glob("harmonise-*")) if (p / "results.json").is_file()]
 
+    # --- repeats (split seeds / folds) ---------------------------------------------------------
+
+    REPEATS = "repeats"
+
+    @property
+    def repeats_json(self) -> Path:
+        return self.root / "repeats.json"
+
+    @property
+    def repeats_csv(self) -> Path:
+        return self.root / "repeats.csv"
+
+    def repeat(self, name: str) -> "RunFolder":
+        """The run of one repeat (``seed-3``, ``fold-2``); the first repeat is this run itself."""
+        return RunFolder(self.root / self.REPEATS / name)
+
+    def repeat_runs(self) -> list[tuple[str, "RunFolder"]]:
+        """``(repeat id, run)`` of every other repeat with results, by folder name."""
+        folder = self.root / self.REPEATS
+        if not folder.is_dir():
+            return []
+        return [(p.name, RunFolder(p)) for p in sorted(folder.iterdir(), key=_repeat_order)
+                if (p / "results.json").is_file()]
+
     # --- results ------------------------------------------------------------------------------
 
     def collect_results(self, lengths: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[dict]]:
@@ -202,6 +230,16 @@ class RunFolder:
         doc = io.read_json(self.results_json)
         return (pd.DataFrame(doc["rows"], columns=list(RESULT_COLUMNS)), doc.get("failed", []),
                 doc.get("config", {}))
+
+
+def _repeat_order(path: Path) -> tuple:
+    kind, _, number = path.name.partition("-")
+    return (kind, int(number) if number.isdigit() else 0, path.name)
+
+
+def repeat_name(config) -> str:
+    """A run's repeat id: ``fold-I`` (``--protocol folds``) or ``seed-K``."""
+    return f"fold-{config.test_fold}" if config.protocol == "folds" else f"seed-{config.seed}"
 
 
 def _ci(metrics: dict | None) -> tuple[float | None, float | None]:
@@ -246,6 +284,9 @@ def length_row(folder: LengthFolder | str | os.PathLike) -> dict:
                     f"probe_{split}_ci_low": lo, f"probe_{split}_ci_high": hi,
                     f"probe_{split}_loss": m.get("loss")})
     row["lowpass_hz"] = ds.get("lowpass_hz")
+    params = ds.get("parameters") or {}
+    row.update({"seed": params.get("seed"), "protocol": params.get("protocol", "paper"),
+                "test_fold": params.get("test_fold")})
     agree = backbone.get("agreement") or {}
     row.update({"precision": backbone.get("precision", "fp32"), "agreement_min_cosine": agree.get("min_cosine"),
                 "agreement_mean_cosine": agree.get("mean_cosine"), "agreement_passed": agree.get("passed")})

@@ -197,8 +197,11 @@ def _views_current(lf: LengthFolder, built: stages.LengthBuild) -> bool:
 # --- the scheduler -------------------------------------------------------------------------------------
 
 def run_sweep(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1, rebuild: bool = False,
-              log: Log = _stderr, progress: bool | None = None) -> SweepOutcome:
-    """Validate, build every stage of every length (``jobs`` at a time), render the views, write results."""
+              log: Log = _stderr, progress: bool | None = None, views: bool = True) -> SweepOutcome:
+    """Validate, build every stage of every length (``jobs`` at a time), render the views, write results.
+
+    ``views=False`` (the repeats after the first): results rows without notebooks.
+    """
     from clapnb import inputs  # the data check reads manifests: only when a sweep starts
 
     config = config.resolved()
@@ -211,12 +214,13 @@ def run_sweep(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1,
         run.root.mkdir(parents=True, exist_ok=True)
         with run.lock():
             return _run(run, config, executor, rebuild=rebuild, log=log,
-                        progress=sys.stderr.isatty() if progress is None else progress)
+                        progress=sys.stderr.isatty() if progress is None else progress, views=views)
     finally:
         executor.close()
 
 
-def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: Log, progress: bool) -> SweepOutcome:
+def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: Log, progress: bool,
+         views: bool = True) -> SweepOutcome:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     log(f"reading recordings from {config.data}")
@@ -241,6 +245,17 @@ def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: L
     timings["stages"] = time.monotonic() - t0
 
     t1 = time.monotonic()
+    if not views:  # a repeat: its results rows, no notebooks
+        for n in lengths:
+            b = built[n]
+            if b.ok:
+                row = length_row(run.length(n))
+                io.atomic_write_json(run.length(n).done, {"row": row, "seconds": round(sum(b.seconds.values()), 1),
+                                                          "stages": b.fingerprints})
+                outcome.lengths.append(LengthOutcome(n, "done" if b.changed else "skipped", sum(b.seconds.values()),
+                                                     random_weights=bool(row["random_weights"])))
+        outcome.results, _ = run.write_results(stored.length_list)
+        return outcome
     rendered = False
     with ViewRunner(cwd=run.root) as views:
         for n in lengths:
@@ -281,7 +296,7 @@ def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os
         values = parse_harmonise_list(harmonise) if harmonise is not None else [configs.harmonise_bandwidth]
         configs = [replace(configs, harmonise_bandwidth=v) for v in values]
     main = RunFolder(run_dir)
-    outcomes = [run_sweep(configs[0], main.root, jobs=jobs, rebuild=rebuild, log=log)]
+    outcomes = run_repeats(configs[0], main.root, jobs=jobs, rebuild=rebuild, log=log)
     for cfg in configs[1:]:
         out = main.variant(cfg.harmonise_bandwidth)
         out.root.mkdir(parents=True, exist_ok=True)
@@ -292,5 +307,87 @@ def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         log(f"comparison run with --harmonise-bandwidth {cfg.harmonise_bandwidth}: {out.root}")
-        outcomes.append(run_sweep(cfg, out.root, jobs=jobs, rebuild=rebuild, log=log))
+        outcomes.extend(run_repeats(cfg, out.root, jobs=jobs, rebuild=rebuild, log=log))
     return outcomes
+
+
+# --- repeats: the study over several split seeds / folds -----------------------------------------------
+
+def repeat_configs(config: StudyConfig, n_folds: int | None = None) -> list[StudyConfig]:
+    """One configuration per repeat, the first being ``config``'s own split (the main run)."""
+    if config.protocol == "folds":
+        if n_folds is None:
+            raise InputError("repeat_configs: the number of folds is needed for --protocol folds")
+        first = int(config.test_fold or 1)
+        count = n_folds if int(config.repeats) in (0,) else min(int(config.repeats), n_folds)
+        folds = [(first - 1 + k) % n_folds + 1 for k in range(count)]
+        return [replace(config, test_fold=f) for f in folds]
+    return [replace(config, seed=s) for s in config.seed_list]
+
+
+def run_repeats(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1, rebuild: bool = False,
+                log: Log = _stderr, views: bool = True) -> list[SweepOutcome]:
+    """The sweep once per split seed (or test fold): the first in ``run_dir`` with its notebooks, each other
+    one in ``run_dir/repeats/seed-K`` (``fold-I``) without notebooks; the embeddings of real segments come
+    from the content-keyed cache. Then ``repeats.json``/``.csv``: every row with its repeat, the spread
+    over repeats and the paired headline comparisons (:mod:`clapnb.repeats`)."""
+    from clapnb import repeats as rp
+    from clapnb.store import repeat_name
+
+    main = RunFolder(Path(run_dir).resolve())
+    many = config.protocol == "folds" or len(config.seed_list) > 1
+    first_cfg = replace(config, seed=config.seed_list[0]) if config.protocol != "folds" else config
+    outcomes = [run_sweep(first_cfg, main.root, jobs=jobs, rebuild=rebuild, log=log, views=views)]
+    if not many:
+        return outcomes
+    n_folds = None
+    if config.protocol == "folds":
+        from clapnb.folds import fold_numbers
+
+        _, n_folds, notes = fold_numbers(pd.read_parquet(main.recordings))
+        for line in notes:
+            log(line)
+    configs = repeat_configs(first_cfg, n_folds)
+    for cfg in configs[1:]:
+        name = repeat_name(cfg)
+        out = main.repeat(name)
+        out.root.mkdir(parents=True, exist_ok=True)
+        for path in (*main.shared_with_variants, main.stage_record("recordings")):  # the data do not change
+            target = out.root / path.relative_to(main.root)
+            if path.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        log(f"repeat {name}: {out.root}")
+        outcomes.append(run_sweep(cfg, out.root, jobs=jobs, rebuild=rebuild, log=log, views=False))
+    if any(o.results is not None and len(o.results) for o in outcomes):
+        write_repeats(main, [repeat_name(c) for c in configs])
+    return outcomes
+
+
+def repeat_results(run: RunFolder, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every repeat's results rows (main run first) with a ``repeat`` column."""
+    from clapnb import repeats as rp
+    from clapnb.store import repeat_name
+
+    main_cfg = read_run_config(run)
+    frames = {repeat_name(main_cfg) if main_cfg else "main": run.read_results()[0]}
+    for name, sub in run.repeat_runs():
+        if names is None or name in names:
+            frames[name] = sub.read_results()[0]
+    return rp.long_results(frames)
+
+
+def write_repeats(run: RunFolder, names: Sequence[str] | None = None) -> dict:
+    """``repeats.json`` (rows, spread per length and metric, paired comparisons) and ``repeats.csv``."""
+    from clapnb import repeats as rp
+
+    long = repeat_results(run, names)
+    spread = rp.spread_table(long)
+    comparisons = rp.headline_comparisons(long)
+    doc = {"repeats": sorted(set(long["repeat"]), key=list(long["repeat"]).index),
+           "rows": long.to_dict(orient="records"),
+           "spread": spread.to_dict(orient="records"), "comparisons": comparisons.to_dict(orient="records"),
+           "random_weights": bool(long["random_weights"].fillna(False).astype(bool).any())}
+    io.atomic_write_json(run.repeats_json, doc)
+    io.atomic_write_text(run.repeats_csv, long.to_csv(index=False))
+    return doc

@@ -81,9 +81,9 @@ def test_stage_parameters_cover_every_field_but_the_free_ones():
     cfg = config.StudyConfig()
     used = {name for stage in config.STAGES for name in cfg.stage_parameters(stage)}
     assert used | set(config.RESUMABLE_KEYS) == {f.name for f in fields(cfg)}
-    assert set(config.RESUMABLE_KEYS) == {"lengths", "device"}
+    assert set(config.RESUMABLE_KEYS) == {"lengths", "device", "repeats", "seeds"}
     assert cfg.stage_parameters("segments") == {"drop_empty_classes": False, "counts": "500,100,100,100",
-                                                "snr_db": 20.0, "seed": 0}
+                                                "snr_db": 20.0, "seed": 0, "protocol": "paper", "test_fold": None}
 
 
 def test_run_folder_owns_the_file_names(tmp_path):

@@ -42,6 +42,28 @@ def print_results(results) -> None:
     print(results[cols].to_string(index=False, float_format=lambda v: f"{100 * v:.2f} %"))
 
 
+def print_repeats(run: RunFolder) -> None:
+    """The spread over repeats and the paired comparisons, when ``run`` has repeats."""
+    if not run.repeats_json.is_file():
+        return
+    import pandas as pd
+
+    from clapnb import io, repeats
+
+    doc = io.read_json(run.repeats_json)
+    if doc.get("random_weights"):
+        from clapnb.sweep import RANDOM_WEIGHTS_SUMMARY
+
+        print(RANDOM_WEIGHTS_SUMMARY)
+    print(f"over {len(doc['repeats'])} repeats ({', '.join(doc['repeats'])}), accuracy %, mean ± std (n):")
+    table = repeats.format_spread(pd.DataFrame(doc["spread"]))
+    print(table[[c for c in table.columns if "per repeat" not in c]].to_string(index=False))
+    for c in doc["comparisons"]:
+        print(f"  {c['comparison']}: {c['text']} points, {c['verdict']} ({c['method']}"
+              + (f", p={c['p_value']:.3g})" if c.get("p_value") is not None else ")"))
+    print(run.repeats_json)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sweep", help="run segments, embeddings, zero-shot and the probe for each length, then the notebooks",
@@ -65,4 +87,6 @@ def run(args: argparse.Namespace) -> int:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)
         print(RunFolder(outcome.run_dir).results_json)
+    for outcome in outcomes:
+        print_repeats(RunFolder(outcome.run_dir))
     return 0 if all(o.ok for o in outcomes) else 1
