@@ -182,6 +182,11 @@ def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, t
     assert rec["params"]["counts"] == "2,2,2,2"
     n_train = int((segments.read_segments(run.length(4).segments)["split"] == "train").sum())
     assert io.read_json(run.length(4).probe)["n_per_split"]["train"] == n_train
+    # the book of a backbone without text: one zero-shot note, no empty per-length pages (and the other fixes)
+    capsys.readouterr()
+    assert cli.main(["book", "--run", str(run.root)]) == 0
+    site = Path(capsys.readouterr().out.strip().splitlines()[-1]).parent
+    check_readable_book(site, max_mb=6, zero_shot=False, names=NAMES)
 
 
 def test_executor_with_two_processes_builds_what_one_process_builds(manifest, tmp_path):
