@@ -44,7 +44,7 @@ class DaskExecutor:
                 raise InputError(f"--workers must be 1 or more, got {workers}")
             self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                                         dashboard_address=":0" if dashboard else None,
-                                        silence_logs=logging.ERROR)
+                                        silence_logs=logging.CRITICAL)  # clapnb reports failed units itself
             self.client = Client(self.cluster)
         elif scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
             try:
