@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from clapnb.errors import InputError
+from clapnb.ranges import parse_seeds, whole_number_ranges  # noqa: F401  (parse_seeds: part of the config API)
 
 SPLIT_NAMES = ("train", "validation", "early_stop", "test")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -73,19 +74,11 @@ def parse_lengths(text: str | int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(text, int):
         items = [text]
     elif isinstance(text, str):
-        items = []
-        for part in [p.strip() for p in text.split(",") if p.strip()]:
-            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-            if m:
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if lo > hi:
-                    raise InputError(f"--lengths {text!r}: range {part} runs backwards; write {hi}-{lo}")
-                items.extend(range(lo, hi + 1))
-            elif re.fullmatch(r"\d+(\.0*)?", part):
-                items.append(int(float(part)))
-            else:
-                raise InputError(f"--lengths {text!r}: {part!r} is not a whole number of seconds or a "
-                                 "range; use e.g. 1-10, 4 or 1,4,7")
+        try:
+            items = whole_number_ranges(text, allow_point_zero=True)
+        except ValueError as exc:
+            raise InputError(f"--lengths {text!r}: {exc} of seconds or a range; use e.g. 1-10, 4 or 1,4,7"
+                             if "whole number" in str(exc) else f"--lengths {text!r}: {exc}") from None
     else:
         items = [check_length(x, "--lengths") for x in text]
     if not items or min(items) < 1:
@@ -304,8 +297,6 @@ class StudyConfig:
             if self.protocol == "folds":
                 raise InputError("--seeds applies to --protocol paper; with --protocol folds the repeats are the "
                                  "folds (--repeats N: the first N, 0 = all)")
-            from clapnb.folds import parse_seeds
-
             parse_seeds(self.seeds, self.repeats)
         if self.probe_grid:
             from clapnb.probe import parse_grid  # torch is imported by probe only when training
@@ -330,8 +321,6 @@ class StudyConfig:
     @property
     def seed_list(self) -> tuple[int, ...]:
         """The split seeds of the repeats (``--seeds``, else ``--seed`` .. ``--seed + repeats - 1``)."""
-        from clapnb.folds import parse_seeds
-
         if self.seeds:
             return parse_seeds(self.seeds)
         return tuple(self.seed + k for k in range(max(1, int(self.repeats))))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from clapnb import taxonomy
+from clapnb.ranges import parse_seeds  # noqa: F401  (re-exported: folds.parse_seeds is the repeats' API)
 from clapnb.errors import InputError
 
 PROTOCOLS = ("paper", "folds")
@@ -98,40 +99,3 @@ def assign_fold_splits(recordings: pd.DataFrame, *, test_fold: int, seed: int = 
     mask = rec["split"] == ""
     rec.loc[mask, "split"] = rec.loc[mask, "group"].map(split_of)
     return rec.reset_index(drop=True)
-
-
-def parse_seeds(text: str | int | None = None, repeats: int | None = None) -> tuple[int, ...]:
-    """``--seeds 0-4`` / ``0,3,7`` or ``--repeats N`` (seeds 0..N-1) -> sorted unique seeds."""
-    if text not in (None, "") and repeats not in (None, 0, 1):
-        raise InputError("give either --seeds or --repeats, not both")
-    if text in (None, ""):
-        n = 1 if repeats is None else repeats
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise InputError(f"--repeats {repeats!r}: give a whole number of repeats >= 1")
-        return tuple(range(int(n)))
-    if isinstance(text, (int, np.integer)):
-        return (int(text),)
-    try:
-        return _seeds(str(text))
-    except InputError as exc:
-        raise InputError(f"--seeds {text!r}: {exc}; use a range or list of whole numbers, e.g. 0-4 or 0,3,7") from None
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    import re
-
-    items: list[int] = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if lo > hi:
-                raise InputError(f"range {part} runs backwards")
-            items.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            items.append(int(part))
-        else:
-            raise InputError(f"{part!r} is not a whole number")
-    if not items:
-        raise InputError("no seed given")
-    return tuple(sorted(set(items)))
