@@ -380,7 +380,10 @@ def from_mapping(values: Mapping[str, Any], *, what: str = "the configuration",
     for key in ("counts", "lengths"):
         if isinstance(given.get(key), (list, tuple)):
             given[key] = ",".join(str(v) for v in given[key])
-    return replace(base or StudyConfig(), **given)
+    start = base or StudyConfig()
+    if "policy" not in given and given.get("backbone", start.backbone) != start.backbone:
+        given["policy"] = None  # the old backbone's policy: let the new backbone choose its own
+    return replace(start, **given)
 
 
 def read_run_config(run) -> StudyConfig | None:

@@ -39,6 +39,16 @@ def test_study_file_holds_parameters_and_flags_override_it(tmp_path):
         config.from_args(parse(["sweep", "--config", str(bad), "--out", "x"]))
 
 
+
+def test_a_backbone_given_alone_brings_its_own_policy(tmp_path):
+    """`sweep --backbone birdnet` with no --policy: birdnet's policy, not the default backbone's."""
+    (cfg,) = config.from_args(parse(["sweep", "--data", "x", "--backbone", "birdnet", "--out", "x"]))
+    assert cfg.policy == "birdnet"
+    assert config.from_mapping({"backbone": "mfcc"}, base=cfg).policy == config.default_policy("mfcc")
+    assert config.from_mapping({"seed": 2}, base=cfg).policy == "birdnet"
+    with pytest.raises(InputError, match="birdnet takes birdnet"):
+        config.from_mapping({"backbone": "birdnet", "policy": "msclap"})
+
 def test_every_study_field_is_a_flag_with_the_one_default(capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
