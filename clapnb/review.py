@@ -36,6 +36,8 @@ STATUSES = ("pending", "accepted", "rejected", "relabelled", "adjusted", "added"
 ANSWERED = ("accepted", "rejected", "relabelled", "adjusted", "added")
 SORTS = ("score", "uncertainty", "level", "time")
 BACKGROUND = "background"
+#: One-letter shortcuts of the review widget (:meth:`Review.press`): answers to the current event, moves.
+SHORTCUTS = {"a": "accept", "r": "reject", "b": "background", "l": "relabel", "n": "next", "p": "previous"}
 REVIEW_COLUMNS = ("event_id", "status", "reviewer", "reviewed_at", "source", "original_class", "original_onset_s",
                   "original_offset_s", "threshold", "contribution_dB")
 
@@ -354,6 +356,29 @@ class Review:
                                       theirs.loc[newer].reindex(columns=mine.columns)])
                 self.table = mine.reset_index()
             io.atomic_write_parquet(self.path, self.table)
+
+    def press(self, key: str, relabel_to: str | None = None) -> dict | None:
+        """Act on one shortcut key (:data:`SHORTCUTS`; upper case too): an answer to the current event
+        (saved at once, like a button) or a move. ``l`` relabels to ``relabel_to`` (the widget's class
+        choice). Returns the answered row, or the event now current after a move."""
+        k = str(key).lower()
+        action = SHORTCUTS.get(k)
+        if action is None:
+            keys = ", ".join(f"{c}={a}" for c, a in SHORTCUTS.items())
+            raise InputError(f"key {key!r} is not a shortcut ({keys})")
+        if action == "next":
+            return self.next()
+        if action == "previous":
+            return self.previous()
+        if action == "accept":
+            return self.accept()
+        if action == "reject":
+            return self.reject()
+        if action == "background":
+            return self.relabel(BACKGROUND)
+        if not relabel_to:
+            raise InputError("key 'l' relabels to the chosen class: choose a class first")
+        return self.relabel(relabel_to)
 
     def answers(self) -> pd.DataFrame:
         """The answered rows (every status but pending)."""

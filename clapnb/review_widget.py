@@ -18,6 +18,7 @@ CONTEXT_S = 2.0
 MAX_S = 20.0
 SR = 16000
 ALL = "(all)"
+KEYS_PLACEHOLDER = "click here, then type a key"  # the shortcut box (a browser test finds it by this)
 
 
 def event_audio(event: dict, context_s: float = CONTEXT_S, sr: int = SR, max_s: float = MAX_S) -> tuple[np.ndarray, int, float]:
@@ -91,6 +92,10 @@ class ReviewWidget:
         self.class_filter = W.Dropdown(options=[ALL, *classes], value=ALL, description="class")
         self.file_filter = W.Dropdown(options=[(ALL, ALL)] + [(f.rsplit("/", 1)[-1], f) for f in files], value=ALL,
                                       description="file")
+        keys = ", ".join(f"<b>{k}</b> {a}" + (" (to the class chosen above)" if a == "relabel" else "")
+                         for k, a in rv.SHORTCUTS.items())
+        self.keys = W.Text(value="", placeholder=KEYS_PLACEHOLDER, description="keys", continuous_update=True)
+        self.keys_help = W.HTML(f"<small>shortcuts, typed in the keys box: {keys}</small>")
         self.message = W.HTML()
         self.accept_button.on_click(lambda _: self._do(self.model.accept))
         self.reject_button.on_click(lambda _: self._do(self.model.reject))
@@ -98,6 +103,7 @@ class ReviewWidget:
         self.adjust_button.on_click(lambda _: self._do(lambda: self.model.adjust(self.onset.value, self.offset.value)))
         self.prev_button.on_click(lambda _: self._move(-1))
         self.next_button.on_click(lambda _: self._move(1))
+        self.keys.observe(self._keys, names="value")
         for w in (self.sort, self.class_filter, self.file_filter):
             w.observe(lambda _: self._filters(), names="value")
         self.box = W.VBox([
@@ -106,7 +112,7 @@ class ReviewWidget:
             self.info, self.image, self.audio,
             W.HBox([self.accept_button, self.reject_button, self.relabel_choice, self.relabel_button]),
             W.HBox([self.onset, self.offset, self.adjust_button]),
-            W.HBox([self.prev_button, self.next_button]), self.message])
+            W.HBox([self.prev_button, self.next_button, self.keys]), self.keys_help, self.message])
         self.show()
 
     def _ipython_display_(self) -> None:
@@ -124,6 +130,20 @@ class ReviewWidget:
         except InputError as exc:
             self.message.value = f"<b>not saved</b>: {exc}"
         self.show()
+
+    def _keys(self, change) -> None:
+        """Shortcuts: a text box, because ipywidgets has no key events and JupyterLab keeps its own
+        shortcuts out of a focused input; every typed letter acts once, then the box is cleared."""
+        typed = str(change["new"])
+        if not typed:
+            return
+        self.keys.value = ""
+        for key in typed.strip():
+            move = rv.SHORTCUTS.get(key.lower())
+            if move in ("next", "previous"):
+                self._move(1 if move == "next" else -1)
+            else:
+                self._do(lambda: self.model.press(key, relabel_to=self.relabel_choice.value))
 
     def _move(self, step: int) -> None:
         self.model.goto(self.model.position + step)
@@ -144,10 +164,14 @@ class ReviewWidget:
         self.show()
 
     def show(self) -> None:
-        """Redraw the current event, its status and the progress."""
+        """Redraw the current event, its status and, last (so a browser that sees the new progress
+        has the rest), the progress."""
+        self._show_event()
         done, total = self.model.progress()
         self.progress.max, self.progress.value = max(1, total), done
         self.progress_label.value = self.model.progress_text()
+
+    def _show_event(self) -> None:
         ev = self.model.current()
         buttons = (self.accept_button, self.reject_button, self.relabel_button, self.adjust_button)
         for b in buttons:

@@ -222,6 +222,40 @@ def test_widget_buttons_record_answers_through_the_model(det):
     assert again.model.progress() == (4, 6) and again.model.current()["status"] == "pending"
 
 
+def test_shortcut_keys_answer_and_move_like_the_buttons(det):
+    r = review.Review(det["dir"], "kim")  # by score: 0.95 siren, 0.88 dog, 0.70 siren, 0.61 heli, 0.52 dog, 0.45
+    ids = r.queue["event_id"].tolist()
+    assert r.press("a")["status"] == "accepted" and r.current()["event_id"] == ids[1]
+    assert r.press("R")["status"] == "rejected"  # upper case too
+    assert r.press("n")["event_id"] == ids[3] and r.press("p")["event_id"] == ids[2]
+    assert r.press("b")["class"] == "background"
+    with pytest.raises(InputError, match="choose a class"):
+        r.press("l")
+    row = r.press("l", relabel_to="dog")
+    assert (row["status"], row["class"], row["original_class"]) == ("relabelled", "dog", "helicopter")
+    with pytest.raises(InputError, match="a=accept, r=reject"):
+        r.press("x")
+    t = review.read_reviewed(det["dir"] / "reviewed.parquet").set_index("event_id")
+    assert t.loc[ids, "status"].tolist() == ["accepted", "rejected", "relabelled", "relabelled", "pending", "pending"]
+    assert t.loc[ids[2], "class"] == "background" and (t.loc[ids[:4], "reviewer"] == "kim").all()
+
+
+def test_widget_key_box_acts_on_each_typed_letter_then_clears(det):
+    w = review.open(det["dir"], "lee")
+    ids = w.model.queue["event_id"].tolist()
+    w.keys.value = "a"
+    assert w.keys.value == "" and w.model.progress() == (1, 6) and "saved: accepted" in w.message.value
+    w.keys.value = "nr"  # typed fast: both letters, in order (skip the 0.88 dog, reject the 0.70 siren)
+    assert w.model.current()["event_id"] == ids[1]  # back at the first unanswered one
+    w.relabel_choice.value = "siren"
+    w.keys.value = "l"
+    w.keys.value = "z"
+    assert "not saved" in w.message.value and "not a shortcut" in w.message.value
+    t = review.read_reviewed(det["dir"] / "reviewed.parquet").set_index("event_id")
+    assert t.loc[ids[:3], "status"].tolist() == ["accepted", "relabelled", "rejected"]
+    assert t.loc[ids[1], "class"] == "siren" and w.model.progress() == (3, 6)
+
+
 def test_review_notebook_executes_and_shows_the_widget_and_precision(det, tmp_path):
     import jupytext
     import nbformat
