@@ -671,13 +671,97 @@ def _read_window(path: str, start_s: float, length_s: float, sr: int) -> np.ndar
     return audio.cut(y, sr, 0.0, length_s)
 
 
+def scene_provenance(file: str) -> tuple[pd.DataFrame, str | None] | None:
+    """The truth rows (``onset_s, offset_s, source_path``) and background of a composed scene, from the
+    ``scene.json``/``truth.csv`` that ``clapnb scene`` writes beside it; None for any other recording."""
+    folder = Path(file).resolve().parent
+    record = folder / "scene.json"
+    if not record.is_file():
+        return None
+    rec = io.read_json(record)
+    truth_path = folder / rec.get("truth", "truth.csv")
+    if not truth_path.is_file():
+        raise InputError(f"{file}: {record} names the scene truth {truth_path.name}, which is missing; without it "
+                         "the scene's source clips cannot be checked against the run's held-out splits")
+    truth = pd.read_csv(truth_path)
+    if "source_path" not in truth:
+        raise InputError(f"{truth_path}: no source_path column; compose the scenes again with `clapnb scene`")
+    mine = truth[truth["file"].astype(str).map(os.path.realpath) == os.path.realpath(file)]
+    return mine[["onset_s", "offset_s", "source_path"]].reset_index(drop=True), rec.get("background")
+
+
+class _HeldOut:
+    """Which audio of a run is held out (validation, early stop, test): by path, content or recording group."""
+
+    def __init__(self, segments: pd.DataFrame) -> None:
+        seg = segments.assign(_real=segments["path"].astype(str).map(os.path.realpath))
+        held = seg[seg["split"] != "train"]
+        self.paths = dict(zip(held["_real"], held["split"]))
+        self.shas = dict(zip(held["sha256"].astype(str), held["split"])) if "sha256" in held else {}
+        has_group = "group" in seg
+        self.groups = dict(zip(held["group"].astype(str), held["split"])) if has_group else {}
+        self.group_of_path = dict(zip(seg["_real"], seg["group"].astype(str))) if has_group else {}
+        self.group_of_sha = (dict(zip(seg["sha256"].astype(str), seg["group"].astype(str)))
+                             if has_group and "sha256" in seg else {})
+        self._cache: dict[str, str | None] = {}
+
+    def split_of(self, path: str) -> str | None:
+        """The held-out split ``path`` belongs to (itself, its bytes, or its recording group), else None."""
+        from clapnb.datasets import name_groups
+
+        real = os.path.realpath(str(path))
+        if real in self._cache:
+            return self._cache[real]
+        found = self.paths.get(real)
+        if found is None and os.path.isfile(real):
+            sha = io.file_sha256(real)
+            found = self.shas.get(sha)
+            group = self.group_of_path.get(real) or self.group_of_sha.get(sha) or name_groups([real], [""])[0][0]
+            if found is None and group:
+                found = self.groups.get(group)
+        elif found is None:
+            group = self.group_of_path.get(real) or name_groups([real], [""])[0][0]
+            found = self.groups.get(group) if group else None
+        self._cache[real] = found
+        return found
+
+
+def _scene_leaks(labels: pd.DataFrame, held: _HeldOut, length_s: float, durations: dict[str, float],
+                 max_windows: int) -> list[dict]:
+    """Answers whose training windows would hold audio of a held-out clip mixed into a composed scene
+    (a truth row's ``source_path``, or the scene's background recording)."""
+    leaks = []
+    for f, g in labels.groupby("file", sort=True):
+        prov = scene_provenance(f)
+        if prov is None:
+            continue
+        truth, background = prov
+        bg_split = held.split_of(background) if background else None
+        bad = [(r.onset_s, r.offset_s, r.source_path, split) for r in truth.itertuples(index=False)
+               if (split := held.split_of(r.source_path)) is not None]
+        for i, r in g.iterrows():
+            wins = label_windows(r["onset_s"], r["offset_s"], length_s, durations[f], max_windows)
+            hit = next(((src, split) for on, off, src, split in bad
+                        if any(s < off and s + length_s > on for s in wins)), None)
+            if bg_split is not None:
+                hit = (background, bg_split)
+            if hit is not None:
+                leaks.append({"index": i, "file": f, "onset_s": float(r["onset_s"]), "offset_s": float(r["offset_s"]),
+                              "class": r["class"], "source_path": str(hit[0]), "split": hit[1]})
+    return leaks
+
+
 def extra_examples(path: str | os.PathLike, length_s: float, backbone_meta: dict, segments: pd.DataFrame, *,
                    backbone=None, max_windows: int = EXTRA_MAX_WINDOWS) -> tuple[np.ndarray, list[str], dict]:
     """Embeddings and labels of a reviewed table's answers, for the probe's train split only.
 
     Grouped by file: every window of a file goes to training, and a file that any non-train segment
     of the run comes from (same path or same content) is refused, so nothing of validation, early
-    stop or test is seen in training. Returns (X, labels, provenance record).
+    stop or test is seen in training. A composed scene (``clapnb scene``: ``scene.json`` and
+    ``truth.csv`` beside it) is checked through its truth: an answer whose windows overlap a clip
+    whose ``source_path`` is held out (path, content or recording group) is dropped, and so is every
+    answer of a scene whose background recording is held out; the drops are listed in the record
+    (``dropped``), and nothing left is refused. Returns (X, labels, provenance record).
     """
     from clapnb import audio
     from clapnb.embeddings import embed_waveforms
@@ -699,13 +783,23 @@ def extra_examples(path: str | os.PathLike, length_s: float, backbone_meta: dict
     if leaks:
         raise InputError(f"--extra-labels {p}: {len(leaks)} file(s) also hold validation/early-stop/test segments "
                          f"of this run, e.g. {leaks[0]}; extra labels must come from other recordings")
+    durations = {f: audio.probe(f).duration_s for f in files}
+    dropped = _scene_leaks(labels, _HeldOut(segments), length_s, durations, max_windows)
+    if dropped:
+        labels = labels.drop(index=[d.pop("index") for d in dropped])
+        if not len(labels):
+            d = dropped[0]
+            raise InputError(f"--extra-labels {p}: every answer's windows hold audio of a held-out clip of this run, "
+                             f"e.g. {d['file']} at {d['onset_s']:g} s: {d['source_path']} ({d['split']}); review "
+                             "scenes composed from other recordings")
+        files = sorted(set(labels["file"]))
     if backbone is None:
         from clapnb.backbones import backbone_from_metadata
 
         backbone = backbone_from_metadata(backbone_meta)
     waves, ys, per_file = [], [], {}
     for f, g in labels.groupby("file", sort=True):
-        dur = audio.probe(f).duration_s
+        dur = durations[f]
         n0 = len(ys)
         for r in g.itertuples(index=False):
             for s in label_windows(r.onset_s, r.offset_s, length_s, dur, max_windows):
@@ -719,7 +813,10 @@ def extra_examples(path: str | os.PathLike, length_s: float, backbone_meta: dict
             "windows_per_class": {c: int(n) for c, n in pd.Series(ys).value_counts().sort_index().items()},
             "files": [{"path": f, "sha256": shas[f], "n_windows": per_file[f]} for f in files],
             "reviewers": sorted(set(table.loc[table["status"].isin(ANSWERED), "reviewer"].astype(str)) - {""}),
+            "dropped": dropped,
             "rule": (f"answered events only (pending rows ignored); rejected -> background; up to {max_windows} "
                      f"windows of {length_s:g} s per event (one centred on a shorter event); all to the train "
-                     "split, grouped by file; files holding validation/early_stop/test segments refused")}
+                     "split, grouped by file; files holding validation/early_stop/test segments refused; answers "
+                     "whose windows overlap a composed scene's held-out source clip (truth source_path: path, "
+                     "content or recording group), or of a scene with a held-out background, dropped")}
     return X, ys, info

@@ -129,6 +129,53 @@ def test_extra_labels_from_a_recording_of_the_validation_split_are_refused(round
     assert main(["probe", "--run", str(run2), "--no-progress", "--extra-labels", str(d / "reviewed.parquet")]) == 2
 
 
+def test_answers_on_scenes_mixing_held_out_clips_are_dropped_by_their_truth_source(rounds, tmp_path, capsys):
+    """A scene's truth names its source clips: answers over a validation/test clip of the run (same file,
+    or another take of the same freesound recording) must not reach the train split."""
+    from clapnb import probe
+
+    out, run = rounds["out"], rounds["run"]
+    seg = pd.read_parquet(run / "segments.parquet")
+    held = seg[(seg["split"] != "train") & (seg["class"] != "background")].drop_duplicates("path")
+    held_a, held_b = held.iloc[0], held[held["class"] != held.iloc[0]["class"]].iloc[0]
+    assert held_b["group"].startswith("freesound:")
+    # another take of held_b's recording: other bytes, other path, the ESC-50 name of its freesound id
+    x, sr = sf.read(held_b["path"])
+    take = tmp_path / "takes" / f"1-{held_b['group'].split(':')[1]}-Z-0.wav"
+    take.parent.mkdir()
+    sf.write(take, 0.5 * x[::-1], sr)
+    rev = pd.read_csv(out / "review.csv")
+    rev = rev[~rev["original_label"].isin([held_a["label"], held_b["label"]])].groupby("original_label").head(1)
+    clips = pd.DataFrame({"path": [held_a["path"], str(take), *rev["path"].iloc[:2]],
+                          "original_label": [held_a["label"], held_b["label"], *rev["original_label"].iloc[:2]]})
+    assert len(clips) == 4  # two held-out sources (one by its recording group only), two clean ones
+    clips.to_csv(tmp_path / "clips.csv", index=False)
+    assert main(["scene", "--events", str(tmp_path / "clips.csv"), "--label-column", "original_label", "--duration",
+                 "40", "--n-events", "4", "--snr", "15,15", "--seed", "3", "--out", str(tmp_path / "scenes")]) == 0
+    truth = pd.read_csv(tmp_path / "scenes" / "truth.csv")
+    d = tmp_path / "det"
+    events.write_events(truth.assign(score=0.9)[["file", "onset_s", "offset_s", "class", "score"]], d)
+    assert review.answer_from_reference(review.Review(d, "op"), truth, add_missed=False)["accepted"] == 4
+    run2 = tmp_path / "L02"
+    shutil.copytree(run, run2)
+    assert main(["probe", "--run", str(run2), "--no-progress", "--extra-labels", str(d / "reviewed.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 answer(s) dropped" in printed and "held-out splits" in printed
+    x = json.loads((run2 / "probe.json").read_text())["extra_labels"]
+    got = {(r["source_path"], r["split"]) for r in x["dropped"]}
+    assert got == {(held_a["path"], held_a["split"]), (str(take), held_b["split"])}
+    kept = truth[~truth["source_path"].isin([held_a["path"], str(take)])]
+    assert sorted(r["onset_s"] for r in x["dropped"]) == sorted(truth.loc[~truth.index.isin(kept.index), "onset_s"])
+    n_kept = sum(len(review.label_windows(r.onset_s, r.offset_s, 2.0, 40.0)) for r in kept.itertuples())
+    assert x["n_windows"] == n_kept and x["n_answers"] == {"accepted": 2}
+    only_held = tmp_path / "det_held"
+    bad = truth[~truth.index.isin(kept.index)]
+    events.write_events(bad.assign(score=0.9)[["file", "onset_s", "offset_s", "class", "score"]], only_held)
+    review.answer_from_reference(review.Review(only_held, "op"), bad, add_missed=False)
+    with pytest.raises(InputError, match="every answer's windows hold audio of a held-out clip"):
+        probe.run_probe(run2, extra_labels=only_held / "reviewed.parquet")
+
+
 def test_label_windows_by_hand():
     assert review.label_windows(3.0, 4.0, 2.0, 10.0) == [2.5]
     assert review.label_windows(0.2, 0.8, 2.0, 10.0) == [0.0]  # kept inside the file

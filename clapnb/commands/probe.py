@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         x = record["extra_labels"]
         print(f"  extra labels: {x['n_windows']} windows from {len(x['files'])} reviewed file(s) added to train "
               f"({', '.join(f'{c} {n}' for c, n in x['windows_per_class'].items())})")
+        if x.get("dropped"):
+            d = x["dropped"][0]
+            print(f"  extra labels: {len(x['dropped'])} answer(s) dropped: their windows hold audio of a clip of this "
+                  f"run's held-out splits mixed into a scene (e.g. {d['file']} at {d['onset_s']:g} s: "
+                  f"{d['source_path']}, {d['split']}); listed in probe.json extra_labels.dropped")
     if record["classes_without_train_data"]:
         print(f"  note: no training segments for {', '.join(record['classes_without_train_data'])}")
     lf = LengthFolder(args.run)
