@@ -180,13 +180,18 @@ def shard_checksum(keys: Sequence[str], X: np.ndarray) -> str:
 
 
 class EmbeddingCache:
-    """Shards of (keys, X, checksum) in one namespace folder; see the module docstring.
+    """Shards of (keys, X, checksum) in one namespace folder, found through its index; see the module docstring.
+
+    Lookups ask the namespace's SQLite index (:mod:`clapnb.cache_index`) which shards hold the
+    keys and open only those; a write stores its shard and indexes it in one transaction, so
+    many processes may read and write one cache at once.
 
     Every shard is verified when it is read (a readable ``.npz``, keys and rows that match in
     number, the namespace's dimension, float32, finite values, and the checksum written with it;
-    shards from before checksums must not hold all-zero rows). A bad shard is moved to
-    ``bad/`` with a one-line notice on stderr and its rows count as missing, so ``embed``
-    recomputes them instead of serving them again.
+    shards from before checksums must not hold all-zero rows), and so is every row the index
+    points to (the key at that position). A bad shard is moved to ``bad/`` with a one-line
+    notice on stderr and its rows count as missing, so ``embed`` recomputes them instead of
+    serving them again.
     """
 
     def __init__(self, root: str | os.PathLike, namespace: dict):
@@ -194,12 +199,16 @@ class EmbeddingCache:
         self.dir = Path(root) / f"{namespace['backbone']}-{io.fingerprint([namespace])}"
         self.dim = int(namespace["dim"])
         self.moved_aside: list[dict] = []
+        self.shards_read = 0  # shard files opened by this object (what the index saves)
+        self._index = None
+        self._scan_told = False
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
 
     def read_shard(self, shard: Path) -> tuple[np.ndarray, np.ndarray]:
         """``(keys, X)`` of a verified shard; raises :class:`BadShard` saying what is wrong."""
+        self.shards_read += 1
         try:
             size = shard.stat().st_size
         except OSError as exc:
@@ -248,8 +257,113 @@ class EmbeddingCache:
         print(f"clapnb: notice: embedding cache shard {shard} is unusable ({reason}); {where}; "
               "its rows are recomputed", file=sys.stderr, flush=True)
 
+    # --- the index ----------------------------------------------------------------------------
+
+    def _connect(self):
+        """A connection to the index, brought in line with the shards on disk; None: scan instead."""
+        from clapnb import cache_index
+
+        if self._index is None:
+            self._index = cache_index.ShardIndex(self.dir)
+        try:
+            con, fresh = self._index.connect()
+        except cache_index.IndexUnusable as exc:
+            if not self._scan_told:
+                self._scan_told = True
+                cache_index.notice(f"embedding cache {self.dir} cannot keep its index ({exc}); "
+                                   "reading every shard instead (slower, same rows)")
+            return None
+        try:
+            self._sync(con, fresh)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _sync(self, con, fresh: bool) -> None:
+        """Index the shards the index lacks, forget those gone from disk (each with a notice)."""
+        from clapnb.cache_index import ShardIndex, notice
+
+        on_disk = {p.name for p in self._shards()}
+        if on_disk == set(ShardIndex.indexed_shards(con)):
+            return
+        con.execute("BEGIN IMMEDIATE")  # writers publish a shard and its rows under this lock
+        try:
+            indexed = ShardIndex.indexed_shards(con)
+            on_disk = {p.name for p in self._shards()}
+            new, gone = sorted(on_disk - set(indexed)), sorted(set(indexed) - on_disk)
+            ShardIndex.drop(con, gone)
+            added = 0
+            for name in new:
+                shard = self.dir / name
+                try:
+                    keys, _ = self.read_shard(shard)
+                except BadShard as exc:
+                    self._move_aside(shard, str(exc))
+                    continue
+                ShardIndex.add(con, name, keys.tolist(), shard.stat().st_size)
+                added += 1
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if gone:
+            notice(f"embedding cache {self.dir}: {len(gone)} indexed shard(s) are no longer on disk "
+                   "(deleted by hand?); their rows count as missing and are recomputed")
+        if new:
+            why = ("a cache from before the index, or a lost index" if fresh else
+                   "written by a process that stopped before indexing them, or copied in")
+            notice(f"embedding cache {self.dir}: indexed {added} shard(s) the index lacked ({why})")
+
+    def _reindex(self, con, name: str, keys: Sequence[str] | None) -> None:
+        from clapnb.cache_index import ShardIndex
+
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            ShardIndex.drop(con, [name])
+            shard = self.dir / name
+            if keys is not None and shard.is_file():
+                ShardIndex.add(con, name, list(keys), shard.stat().st_size)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
     def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached rows among ``keys``; bad shards are moved aside (their rows count as missing)."""
+        from clapnb.cache_index import ShardIndex, notice
+
+        if not self.dir.is_dir():
+            return {}
+        con = self._connect()
+        if con is None:
+            return self._scan(keys)
+        found: dict[str, np.ndarray] = {}
+        try:
+            for name, rows in sorted(ShardIndex.where(con, keys).items()):
+                shard = self.dir / name
+                try:
+                    shard_keys, X = self.read_shard(shard)
+                except BadShard as exc:
+                    if shard.is_file():
+                        self._move_aside(shard, str(exc))
+                    self._reindex(con, name, None)  # moved aside, or gone: its rows are missing
+                    continue
+                shard_keys = shard_keys.tolist()
+                if any(pos >= len(shard_keys) or shard_keys[pos] != key for key, pos in rows):
+                    notice(f"embedding cache index {self._index.path} was stale for {shard} (the shard "
+                           "changed after it was indexed); re-indexed it from the shard")
+                    self._reindex(con, name, shard_keys)
+                    at = {k: i for i, k in enumerate(shard_keys)}
+                    rows = [(key, at[key]) for key, _ in rows if key in at]
+                for key, pos in rows:
+                    found.setdefault(key, X[pos])
+        finally:
+            con.close()
+        return found
+
+    def _scan(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The lookup without an index: open shards until every key is found."""
         wanted = set(keys)
         found: dict[str, np.ndarray] = {}
         for shard in self._shards():
@@ -276,7 +390,9 @@ class EmbeddingCache:
         return out
 
     def write(self, keys: Sequence[str], X: np.ndarray) -> Path | None:
-        """Write one shard atomically; its name is a hash of its keys (rewriting is idempotent)."""
+        """Write one shard atomically and index it; its name is a hash of its keys (rewriting is idempotent)."""
+        from clapnb.cache_index import ShardIndex
+
         if not keys:
             return None
         keys = list(keys)
@@ -286,7 +402,22 @@ class EmbeddingCache:
         buf = _io.BytesIO()
         np.savez(buf, keys=np.asarray(keys), X=X, sha256=np.asarray(shard_checksum(keys, X)))
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
-        return io.atomic_write_bytes(self.dir / f"shard-{name}.npz", buf.getvalue())
+        target = self.dir / f"shard-{name}.npz"
+        con = self._connect()
+        if con is None:
+            return io.atomic_write_bytes(target, buf.getvalue())
+        try:
+            con.execute("BEGIN IMMEDIATE")  # the shard and its index rows appear together
+            try:
+                path = io.atomic_write_bytes(target, buf.getvalue())
+                ShardIndex.add(con, target.name, keys, len(buf.getvalue()))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+        return path
 
 
 # --- computing ---------------------------------------------------------------------------------
