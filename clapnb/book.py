@@ -91,7 +91,8 @@ def run_fragment(name: str, config: Mapping, meta: Mapping) -> str:
 
 def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
              detect: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
-             compare: list[str | os.PathLike] | None = None) -> Path:
+             compare: list[str | os.PathLike] | None = None,
+             review: list[str | os.PathLike] | None = None) -> Path:
     """Lay out the build folder for ``run_dir`` (default ``run_dir/book``) and return it.
 
     ``compare``: runs of the same data with other backbones; the Results page gets them side by
@@ -99,9 +100,17 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     ``detect``: a ``clapnb detect`` folder; adds the Detection page (:mod:`clapnb.detect_book`),
     evaluated against ``reference`` when given.
+
+    ``review``: review rounds in order (each a ``reviewed.parquet`` or the detect folder holding it);
+    adds the Review page, precision per class round by round (:mod:`clapnb.review_book`).
     """
     from clapnb import plots
 
+    rounds = None
+    if review:  # read (and refuse) the review rounds before anything is written
+        from clapnb.review_book import read_rounds
+
+        rounds = read_rounds(review)
     run_dir = Path(run_dir).resolve()
     run = RunFolder(run_dir)
     results, failed, config = run.read_results()
@@ -169,6 +178,10 @@ def assemble(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
         add_detection(out, detect, reference, notebooks_dir=src / "notebooks",
                       prepare=lambda nb: prepare_notebook(nb, DETECTION_TITLE, banner))
+    if rounds:
+        from clapnb.review_book import add_review
+
+        add_review(out, rounds, banner)
     return out
 
 

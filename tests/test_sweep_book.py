@@ -20,6 +20,7 @@ from clapnb import cli, config, io, report, segments, standin, store, sweep
 
 from bookcheck import check_readable_book
 from conftest import small_manifest
+from test_review_book import reviewed_round
 
 LABELS = ["church_bells", "dog", "gun_shot"]  # gun_shot clips are 1-2 s: padding and augmentation
 NAMES = ["Bells", "Dogs", "Thunder, fireworks and gunshot"]  # their classes, as the paper names them
@@ -182,11 +183,18 @@ def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, t
     assert rec["params"]["counts"] == "2,2,2,2"
     n_train = int((segments.read_segments(run.length(4).segments)["split"] == "train").sum())
     assert io.read_json(run.length(4).probe)["n_per_split"]["train"] == n_train
-    # the book of a backbone without text: one zero-shot note, no empty per-length pages (and the other fixes)
+    # the book of a backbone without text: one zero-shot note, no empty per-length pages (and the other fixes),
+    # with a Review page of two review rounds (reviewed tables by hand)
+    r1 = reviewed_round(tmp_path, "det1", [("dogs", .9), ("dogs", .6), ("sirens_alarms", .5)], ["accept", "reject", "accept"])
+    r2 = reviewed_round(tmp_path, "det2", [("dogs", .8), ("sirens_alarms", .7)], ["accept", "reject"])
     capsys.readouterr()
-    assert cli.main(["book", "--run", str(run.root)]) == 0
+    assert cli.main(["book", "--run", str(run.root), "--review", str(r1), "--review", str(r2)]) == 0
     site = Path(capsys.readouterr().out.strip().splitlines()[-1]).parent
     check_readable_book(site, max_mb=6, zero_shot=False, names=NAMES)
+    page = html(site / "book" / "review.html")
+    t = table_rows(page, "Precision of the judged detections per class").set_index("Class")
+    assert t.loc["Dogs", "round 1: precision"] == "50 % (1)" and t.loc["Dogs", "Change"] == "+50 points"
+    assert t.loc["Sirens and alarms", "Change"] == "-100 points" and page.select("img[src*='review_precision']")
 
 
 def test_executor_with_two_processes_builds_what_one_process_builds(manifest, tmp_path):

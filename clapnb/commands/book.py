@@ -17,6 +17,10 @@ def register(subparsers) -> None:
                    help="add the Detection page: notebook 05 executed on this 'clapnb detect' output folder")
     p.add_argument("--reference", default=None, metavar="REF",
                    help="with --detect: reference annotations to evaluate against (CSV, Audacity, Raven)")
+    p.add_argument("--review", action="append", default=None, metavar="REVIEWED",
+                   help="add the Review page: a reviewed.parquet (or the detect folder holding it); repeat it for "
+                        "later rounds (e.g. the retrained probe's detection, reviewed) to show how each class's "
+                        "precision changed")
     p.add_argument("--compare", default=None, metavar="RUN2[,RUN3...]",
                    help="runs of the same data with other backbones (e.g. a birdnet and an mfcc sweep): the "
                         "Results page shows them side by side with this one, per length, with CIs")
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--reference applies to the Detection page: give --detect DIR too")
     compare = [c.strip() for c in args.compare.split(",") if c.strip()] if args.compare else None
     index = book.build(book.assemble(args.run, args.out, detect=args.detect, reference=args.reference,
-                                     compare=compare))
+                                     compare=compare, review=args.review))
     print(f"book: {book.size_bytes(index.parent) / 1e6:.1f} MB in {index.parent}", file=sys.stderr)
     print(index)
     return 0
