@@ -195,3 +195,16 @@ def test_bad_input_one_line_exit_2(case, message, envsounds, envsounds_meta, tmp
     assert code == 2
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()  # refused before anything was written
+
+
+def test_a_recording_in_two_official_folds_is_kept_and_reported(envsounds, envsounds_meta, tmp_path):
+    """ESC-50's own folds put freesound 134049 (hen fold 2, rooster fold 3) and 234879 (hen 4, rooster 5)
+    in two folds; the published figures used those folds, so the benchmark keeps them and says so."""
+    meta = envsounds_meta[envsounds_meta["freesound_id"].isin([134049, 234879])].copy()
+    meta["path"] = [str(envsounds / p) for p in meta["path"]]
+    manifest = tmp_path / "m.csv"
+    meta.to_csv(manifest, index=False)
+    data = benchmark.load_esc50(str(manifest), work_dir=tmp_path)
+    assert data.groups_in_two_folds() == {"freesound:134049": [2, 3], "freesound:234879": [4, 5]}
+    lines = benchmark.notices(data, {"name": "mfcc"})
+    assert any("2 freesound recording(s) give clips to two official folds" in line for line in lines)
