@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from clapnb import io
+from clapnb.estimate import human_b as _human_b, human_s as _human_s, wall_seconds
 from clapnb.dask_executor import PROCESS_CACHE
 from clapnb.errors import InputError
 
@@ -180,26 +181,10 @@ def estimate(n_todo: int, n_total: int, measured: dict | None, workers: int, dim
     output_bytes = n_total * (4 + n_classes) * 8  # window tables (index, start, end, tail, probabilities)
     spw = measured["s_per_window"] if measured else None
     return {"windows_total": int(n_total), "windows_todo": int(n_todo), "workers": int(workers),
-            "s_per_window": spw, "wall_s": (startup_s + n_todo * spw / max(1, workers)) if spw is not None else 0.0,
+            "s_per_window": spw, "wall_s": wall_seconds(n_todo, spw, workers, startup_s),
             "startup_s": float(startup_s),
             "storage_bytes": int(cache_bytes + output_bytes), "cache_bytes": int(cache_bytes),
             "output_bytes": int(output_bytes), "measurement": measured}
-
-
-def _human_s(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def _human_b(b: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if b < 1000:
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
-        b /= 1000
-    return f"{b:.1f} TB"
 
 
 def estimate_line(est: dict) -> str:

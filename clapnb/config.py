@@ -35,6 +35,11 @@ POLICIES = ("msclap", "native")
 DEVICES = ("auto", "cpu", "cuda")
 HARMONISE_WORDS = ("off", "auto")
 
+#: The batch size of the sweep's embedding stage (``clapnb.stages``; embedding units hold whole batches).
+EMBED_BATCH = 16
+#: Where the embedding stage runs: recorded nowhere that results come from (no stage, no dataset.json).
+EXECUTION_KEYS = ("scheduler", "workers", "unit_segments")
+
 #: The build-if-missing stages in the order they run (``clapnb.stages``).
 STAGES = ("recordings", "bandwidth", "segments", "embeddings", "zeroshot", "probe", "shortcuts")
 
@@ -250,6 +255,17 @@ class StudyConfig:
     device: str = option("auto", "where the backbone runs", choices=DEVICES,
                          commands=("sweep", "reproduce", "embed", "zeroshot"))
     lengths: str = option("1-10", "segment lengths in s: 1-10, 4, 1,4,7", commands=("sweep",))
+    # where the embedding stage runs (no stage reads these: they never change a result)
+    scheduler: str | None = option(None, "embed the segments in work units on Dask: 'local' starts a LocalCluster "
+                                   "of --workers processes, tcp://HOST:PORT uses a running Dask scheduler (default: "
+                                   "in the length's own process)", metavar="local|tcp://HOST:PORT",
+                                   commands=("sweep", "reproduce"))
+    workers: int | None = option(None, "worker processes for the embedding units (with --scheduler local, default 2; "
+                                 "without --scheduler: N local processes; ignored for tcp://, whose cluster has its "
+                                 "own)", metavar="N", commands=("sweep", "reproduce"))
+    unit_segments: int = option(512, "segments per embedding work unit (a whole number of batches of 16: the units "
+                                "form the batches the in-process stage forms, so the embeddings are the same)",
+                                metavar="N", commands=("sweep", "reproduce"))
 
     def __post_init__(self) -> None:
         """Normalise and validate every field once (fail before any work)."""
@@ -298,6 +314,15 @@ class StudyConfig:
                 raise InputError("--seeds applies to --protocol paper; with --protocol folds the repeats are the "
                                  "folds (--repeats N: the first N, 0 = all)")
             parse_seeds(self.seeds, self.repeats)
+        set_(self, "scheduler", str(self.scheduler).strip() if self.scheduler else None)
+        if self.scheduler and self.scheduler != "local" and not re.match(r"^(tcp|tls|ucx|inproc)://.", self.scheduler):
+            raise InputError(f"--scheduler {self.scheduler!r}: use 'local' or a Dask scheduler address like "
+                             "tcp://HOST:8786")
+        if self.workers is not None and int(self.workers) < 1:
+            raise InputError(f"--workers {self.workers}: give a whole number >= 1")
+        if int(self.unit_segments) < 1 or int(self.unit_segments) % EMBED_BATCH:
+            raise InputError(f"--unit-segments {self.unit_segments}: give a positive multiple of {EMBED_BATCH} "
+                             "(units of whole batches keep the embeddings bit-identical to the in-process stage)")
         if self.probe_grid:
             from clapnb.probe import parse_grid  # torch is imported by probe only when training
 
@@ -324,6 +349,20 @@ class StudyConfig:
         if self.seeds:
             return parse_seeds(self.seeds)
         return tuple(self.seed + k for k in range(max(1, int(self.repeats))))
+
+    @property
+    def embed_workers(self) -> int:
+        """Workers for the embedding units: ``--workers``, else 2 with a LocalCluster, else 1."""
+        return int(self.workers) if self.workers else (2 if self.scheduler == "local" else 1)
+
+    @property
+    def uses_units(self) -> bool:
+        """The embedding stage runs in work units on an executor (``--scheduler`` or ``--workers`` > 1)."""
+        return bool(self.scheduler) or self.embed_workers > 1
+
+    def results_parameters(self) -> dict:
+        """:meth:`parameters` without where the work ran (what a run folder records)."""
+        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_KEYS}
 
     @property
     def count_tuple(self) -> tuple[int, int, int, int]:

@@ -98,6 +98,57 @@ class DaskExecutor:
         self.close()
 
 
+class LazyExecutor:
+    """An executor started on its first job: bad input is refused, and a rerun with nothing to do returns,
+    before a cluster starts (tens of seconds)."""
+
+    def __init__(self, factory: Callable[[], object], workers: int | None) -> None:
+        """``workers``: what the executor will have; None: start it to ask (a running cluster)."""
+        self._factory, self._inner, self._workers = factory, None, workers
+
+    @property
+    def started(self):
+        if self._inner is None:
+            self._inner = self._factory()
+        return self._inner
+
+    @property
+    def workers(self) -> int:
+        return self.started.workers if self._inner is not None or self._workers is None else int(self._workers)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        return getattr(self.started, "dashboard_link", None)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any):
+        return self.started.submit(fn, *args)
+
+    def map_unordered(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        return self.started.map_unordered(fn, items)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+
+    def __enter__(self) -> "LazyExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def lazy_executor(scheduler: str | None, workers: int, *, on_start: Callable[[Any], None] | None = None) -> LazyExecutor:
+    """:func:`make_executor`, started on the first job (``on_start(executor)`` then, e.g. to print the dashboard)."""
+    def start():
+        ex = make_executor(scheduler, workers)
+        if on_start is not None:
+            on_start(ex)
+        return ex
+
+    return LazyExecutor(start, None if scheduler not in (None, "", "inprocess", "none", "local") else workers)
+
+
 def make_executor(scheduler: str | None = None, workers: int = 1):
     """The executor for ``--scheduler``/``--workers``.
 

@@ -376,12 +376,14 @@ def measure(paths: list[str], *, events: pd.DataFrame | None = None,
             exclusions: dict[str, list[str] | pd.DataFrame] | None = None, weighting: str = "A",
             rate: int = RATE_HZ, block_s: float = BLOCK_S, channel: int = 0, calibration: Calibration = NONE,
             starts: list[pd.Timestamp | None] | None = None, allow_clipping: bool = False,
-            holdoff_s: float = HOLDOFF_S, progress=None) -> Measurement:
+            holdoff_s: float = HOLDOFF_S, progress=None, executor=None) -> Measurement:
     """One pass over every file.
 
     ``events``: the table whose rows get per-event levels. ``exclusions``: name -> either a list of
     classes of ``events`` to exclude, or a separate events table (e.g. the reference events when
-    comparing with detected ones).
+    comparing with detected ones). ``executor``: where the per-file passes run
+    (:mod:`clapnb.executor`, :mod:`clapnb.dask_executor`; default: here, one after the other); a
+    pass is a pure function of its file and spans, so the histories are the same wherever it runs.
     """
     weighting = check_curve(weighting)
     paths = [os.fspath(p) for p in paths]
@@ -408,16 +410,28 @@ def measure(paths: list[str], *, events: pd.DataFrame | None = None,
             if s1 < e0 - pd.Timedelta(seconds=tol):
                 raise InputError(f"--audio: {p1} starts at {s1} before {p0} ends ({e0}): recordings of one measurement "
                                  "must not overlap in time (two recorders? measure them separately)")
-    hs = []
+    jobs = []
     for i, (p, _, _, _) in enumerate(infos):
         spans = {n: t.loc[t["_file_index"] == i, ["onset_s", "offset_s"]].to_numpy() for n, t in tables.items()}
         evs = None if ev is None else ev.loc[ev["_file_index"] == i, ["onset_s", "offset_s"]].to_numpy()
-        hs.append(measure_file(p, weighting=weighting, rate=rate, block_s=block_s, channel=channel, exclusions=spans,
-                               events=evs, allow_clipping=allow_clipping, start=starts[i] if clock else None,
-                               holdoff_s=holdoff_s))
+        jobs.append({"index": i, "path": p, "weighting": weighting, "rate": rate, "block_s": block_s,
+                     "channel": channel, "exclusions": spans, "events": evs, "allow_clipping": allow_clipping,
+                     "start": starts[i] if clock else None, "holdoff_s": holdoff_s})
+    hs: list[FileHistory | None] = [None] * len(jobs)
+    if executor is None:
+        results = ((job, measure_file_job(job)) for job in jobs)
+    else:
+        results = ((job, fut.result()) for job, fut in executor.map_unordered(measure_file_job, jobs))
+    for done, (job, history) in enumerate(results, start=1):
+        hs[job["index"]] = history
         if progress:
-            progress(i + 1, len(infos), p)
+            progress(done, len(infos), job["path"])
     return Measurement(hs, ev, list(tables), weighting, rate, calibration, clock, excluded_rows)
+
+
+def measure_file_job(job: dict) -> FileHistory:
+    """:func:`measure_file` of one work unit (a plain dict: what an executor ships to a worker)."""
+    return measure_file(**{k: v for k, v in job.items() if k != "index"})
 
 
 def steps_frame(m: Measurement, interval_s: float) -> pd.DataFrame:
@@ -662,8 +676,12 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
                weighting: str = "A", rate: int = RATE_HZ, min_valid: float = MIN_VALID,
                residual: int | float | None = None, calibration: Calibration = NONE, channel: int = 0,
                start_time_format: str | None = None, allow_clipping: bool = False, block_s: float = BLOCK_S,
-               holdoff_s: float | None = None, min_score: float = 0.0, basis: str = "F", progress=None) -> dict:
-    """``clapnb levels``: levels.csv/.parquet, events_levels.csv, levels.json in ``out_dir``."""
+               holdoff_s: float | None = None, min_score: float = 0.0, basis: str = "F", progress=None,
+               executor=None) -> dict:
+    """``clapnb levels``: levels.csv/.parquet, events_levels.csv, levels.json in ``out_dir``.
+
+    ``executor``: where the per-file passes run (see :func:`measure`); the outputs do not depend on it.
+    """
     from pathlib import Path
 
     from clapnb import __version__, io, timebase, weighting as wmod
@@ -696,7 +714,7 @@ def run_levels(audio: list[str], out_dir: str | os.PathLike, *, events_path: str
     excl = {"excl": classes} if classes is not None else None
     m = measure([p for p, _, _, _ in infos], events=events, exclusions=excl, weighting=weighting, rate=rate,
                 block_s=block_s, channel=channel, calibration=calibration, starts=starts,
-                allow_clipping=allow_clipping, holdoff_s=holdoff_s, progress=progress)
+                allow_clipping=allow_clipping, holdoff_s=holdoff_s, progress=progress, executor=executor)
     name = "excl" if classes is not None else None
     if isinstance(residual, int) and not isinstance(residual, bool) and residual not in (10, 50, 90):
         raise InputError(f"--residual-percentile {residual}: use 10, 50 or 90 (LA10, LA50, LA90)")

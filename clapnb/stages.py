@@ -161,7 +161,7 @@ def segments(run: RunFolder, config: StudyConfig, length_s: int, inputs: Mapping
         seg.write_segments(table, lf.root, {
             "inputs": {"data": config.data, "label_column": config.label_column, "mapping": config.mapping,
                        "source_column": config.source_column},
-            "parameters": {**config.parameters(), "length_s": int(length_s)},
+            "parameters": {**config.results_parameters(), "length_s": int(length_s)},
             "harmonisation": harmonisation,
             "dropped_classes": sorted(set(recordings_table["class"].dropna()) - set(table["class"])),
             # of the recordings, not of this length's picks: every length of a run shares it

@@ -145,7 +145,7 @@ class RunFolder:
     def write_config(self, config) -> None:
         """Record the effective :class:`clapnb.config.StudyConfig` (read it back with
         :func:`clapnb.config.read_run_config`)."""
-        io.atomic_write_json(self.config_file, {"config": config.parameters(), "clapnb_version": __version__})
+        io.atomic_write_json(self.config_file, {"config": config.results_parameters(), "clapnb_version": __version__})
 
     def config_dict(self) -> dict:
         return io.read_json(self.config_file).get("config", {}) if self.config_file.is_file() else {}

@@ -124,6 +124,8 @@ class SweepOutcome:
     dataset_error: str = ""
     results: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    estimate: dict | None = None  # the cost estimate printed before the work (clapnb.embed_units)
+    embedding_units: dict | None = None  # what the embedding units did, when they ran on an executor
 
     @property
     def failed(self) -> list[LengthOutcome]:
@@ -158,6 +160,13 @@ class SweepOutcome:
                         "lengths are skipped)" if n_failed else "results in results.json / results.csv") + rw)
         if self.timings:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
+        u = self.embedding_units
+        if u and u.get("n_units"):
+            lines.append(f"  embedding units: {u['n_units']} ({u['n_segments']} segments) on {u['workers']} worker(s) "
+                         f"in {u['seconds']:.1f} s" + (f", {u['n_failed_units']} failed (their rows embedded by the "
+                                                       "length stages)" if u["n_failed_units"] else "")
+                         + (f"; estimated {self.estimate['wall_s']:.1f} s" if self.estimate and
+                            self.estimate.get("wall_s") else ""))
         return "\n".join(lines)
 
 
@@ -196,31 +205,93 @@ def _views_current(lf: LengthFolder, built: stages.LengthBuild) -> bool:
 
 # --- the scheduler -------------------------------------------------------------------------------------
 
+def make_embed_executor(config: StudyConfig):
+    """The executor of the embedding units (``--scheduler``/``--workers``), or None: embeddings in the length jobs."""
+    if not config.uses_units:
+        return None
+    from clapnb.dask_executor import lazy_executor
+
+    # started on the first unit: a rerun with every row cached starts nothing
+    return lazy_executor(config.scheduler, config.embed_workers)
+
+
 def run_sweep(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1, rebuild: bool = False,
-              log: Log = _stderr, progress: bool | None = None, views: bool = True) -> SweepOutcome:
+              log: Log = _stderr, progress: bool | None = None, views: bool = True, embed_executor=None,
+              estimate: bool | None = None, dry_run: bool = False) -> SweepOutcome:
     """Validate, build every stage of every length (``jobs`` at a time), render the views, write results.
 
-    ``views=False`` (the repeats after the first): results rows without notebooks.
+    ``views=False`` (the repeats after the first): results rows without notebooks. ``embed_executor``:
+    where the embedding units run (default: made from ``config.scheduler``/``config.workers``, none
+    without them: each length job embeds its own segments). ``estimate``: print the cost estimate
+    first (None: when there are at least :data:`clapnb.embed_units.ESTIMATE_MIN_SEGMENTS` segments to
+    embed or units run); ``dry_run``: only the estimate, nothing written in ``run_dir``.
     """
     from clapnb import inputs  # the data check reads manifests: only when a sweep starts
 
     config = config.resolved()
     run = RunFolder(Path(run_dir).resolve())
     executor = make_executor(jobs)  # refuses -j 0 before any work
+    own = None
     try:
         notebooks_dir()
         check_compatible(run.root, config, rebuild=rebuild)
         inputs.check_run_inputs(config)  # data and weights named together, before sweep.json or any work
+        if dry_run:
+            return dry_run_estimate(run, config, jobs=jobs, log=log)
+        if embed_executor is None:
+            embed_executor = own = make_embed_executor(config)
         run.root.mkdir(parents=True, exist_ok=True)
         with run.lock():
             return _run(run, config, executor, rebuild=rebuild, log=log,
-                        progress=sys.stderr.isatty() if progress is None else progress, views=views)
+                        progress=sys.stderr.isatty() if progress is None else progress, views=views,
+                        embed_executor=embed_executor, estimate=estimate)
     finally:
         executor.close()
+        if own is not None:
+            own.close()
+
+
+def _estimate_workers(config: StudyConfig, jobs: int, embed_executor=None) -> tuple[int, bool]:
+    """``(workers, fresh)``: how many processes embed at once, and whether each loads its own backbone."""
+    if embed_executor is not None:
+        return max(1, int(embed_executor.workers)), True
+    if config.uses_units:
+        return config.embed_workers, True
+    n = min(max(1, int(jobs)), len(config.length_list))
+    return n, n > 1
+
+
+def _timed_backbone(config: StudyConfig) -> tuple[object, float]:
+    t = time.perf_counter()
+    backbone = stages.cached_backbone(config)
+    return backbone, time.perf_counter() - t
+
+
+def dry_run_estimate(run: RunFolder, config: StudyConfig, *, jobs: int = 1, log: Log = _stderr) -> SweepOutcome:
+    """``clapnb sweep --dry-run``: the cost estimate of the whole sweep; nothing is written in ``run``."""
+    from clapnb import embed_units
+
+    log(f"dry run: planning the segments of {config.lengths} s in a scratch folder (nothing is written in {run.root})")
+    tables = embed_units.scratch_segment_tables(run, config)
+    if not tables:
+        raise InputError(f"{config.data}: no length has segments to plan (see 'clapnb segments' for the reason)")
+    backbone, load_s = _timed_backbone(config)
+    workers, fresh = _estimate_workers(config, jobs)
+    if config.scheduler and config.scheduler != "local":
+        from clapnb.dask_executor import DaskExecutor  # the cluster's own count, without starting work
+
+        with DaskExecutor(config.scheduler) as ex:
+            workers = ex.workers
+    plan = embed_units.plan(tables, backbone)
+    est = embed_units.sweep_estimate(plan, backbone, workers=workers, fresh_workers=fresh, load_s=load_s)
+    log(embed_units.estimate_line(est))
+    return SweepOutcome(run.root, estimate=est)
 
 
 def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: Log, progress: bool,
-         views: bool = True) -> SweepOutcome:
+         views: bool = True, embed_executor=None, estimate: bool | None = None) -> SweepOutcome:
+    from clapnb import embed_units
+
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     log(f"reading recordings from {config.data}")
@@ -228,6 +299,22 @@ def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: L
     stored = write_sweep_config(run.root, config, rebuild=rebuild)
     outcome = SweepOutcome(run.root, timings=timings)
     lengths = config.length_list
+    if embed_executor is not None or estimate is not False:
+        # every length's segments first: the estimate and the embedding units plan over all of them
+        tables = embed_units.segment_tables(run, config, upstream, log=log)
+        backbone, load_s = _timed_backbone(config) if tables else (None, 0.0)
+        plan = embed_units.plan(tables, backbone) if tables else None
+        if plan is not None and (estimate or (estimate is None and (
+                embed_executor is not None or plan.n_todo >= embed_units.ESTIMATE_MIN_SEGMENTS))):
+            workers, fresh = _estimate_workers(config, executor.workers, embed_executor)
+            outcome.estimate = embed_units.sweep_estimate(plan, backbone, workers=workers, fresh_workers=fresh,
+                                                          load_s=load_s)
+            log(embed_units.estimate_line(outcome.estimate))
+        if plan is not None and embed_executor is not None:
+            t_units = time.monotonic()
+            outcome.embedding_units = embed_units.embed_units(plan, config, embed_executor, backbone=backbone,
+                                                              log=log, progress=progress, estimate=outcome.estimate)
+            timings["embedding units"] = time.monotonic() - t_units
     for n in lengths:
         run.length(n).failed.unlink(missing_ok=True)
     jobs = [(str(run.root), config.parameters(), n, upstream, progress) for n in lengths]
@@ -285,7 +372,7 @@ def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: L
 
 def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os.PathLike,
                  harmonise: str | Sequence[str] | None = None, *, jobs: int = 1, rebuild: bool = False,
-                 log: Log = _stderr) -> list[SweepOutcome]:
+                 log: Log = _stderr, estimate: bool | None = None, dry_run: bool = False) -> list[SweepOutcome]:
     """The sweep once per bandwidth setting: the first in ``run_dir``, each other one in
     ``run_dir/variants/harmonise-<setting>``, everything else equal (the book shows them side by side).
 
@@ -296,7 +383,29 @@ def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os
         values = parse_harmonise_list(harmonise) if harmonise is not None else [configs.harmonise_bandwidth]
         configs = [replace(configs, harmonise_bandwidth=v) for v in values]
     main = RunFolder(run_dir)
-    outcomes = run_repeats(configs[0], main.root, jobs=jobs, rebuild=rebuild, log=log)
+    if dry_run:  # the main run's estimate: the other settings and repeats reuse its recordings, not its segments
+        first = replace(configs[0], seed=configs[0].seed_list[0]) if configs[0].protocol != "folds" else configs[0]
+        if len(configs) > 1 or first.protocol == "folds" or len(first.seed_list) > 1:
+            log("dry run: the estimate covers the main run; the other bandwidth settings and repeats are not counted")
+        return [run_sweep(first, main.root, jobs=jobs, rebuild=rebuild, log=log, dry_run=True)]
+    if configs[0].uses_units:  # refuse bad data / a mismatched folder before starting a cluster
+        from clapnb import inputs
+
+        check_compatible(main.root, configs[0].resolved(), rebuild=rebuild)
+        inputs.check_run_inputs(configs[0].resolved())
+    embed_executor = make_embed_executor(configs[0].resolved())  # one cluster for every setting and repeat
+    try:
+        return _run_variants(configs, main, jobs=jobs, rebuild=rebuild, log=log, estimate=estimate,
+                             embed_executor=embed_executor)
+    finally:
+        if embed_executor is not None:
+            embed_executor.close()
+
+
+def _run_variants(configs: Sequence[StudyConfig], main: RunFolder, *, jobs: int, rebuild: bool, log: Log,
+                  estimate: bool | None, embed_executor) -> list[SweepOutcome]:
+    kw = {"jobs": jobs, "rebuild": rebuild, "log": log, "estimate": estimate, "embed_executor": embed_executor}
+    outcomes = run_repeats(configs[0], main.root, **kw)
     for cfg in configs[1:]:
         out = main.variant(cfg.harmonise_bandwidth)
         out.root.mkdir(parents=True, exist_ok=True)
@@ -307,7 +416,7 @@ def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         log(f"comparison run with --harmonise-bandwidth {cfg.harmonise_bandwidth}: {out.root}")
-        outcomes.extend(run_repeats(cfg, out.root, jobs=jobs, rebuild=rebuild, log=log))
+        outcomes.extend(run_repeats(cfg, out.root, **kw))
     return outcomes
 
 
@@ -326,7 +435,8 @@ def repeat_configs(config: StudyConfig, n_folds: int | None = None) -> list[Stud
 
 
 def run_repeats(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1, rebuild: bool = False,
-                log: Log = _stderr, views: bool = True) -> list[SweepOutcome]:
+                log: Log = _stderr, views: bool = True, embed_executor=None,
+                estimate: bool | None = None) -> list[SweepOutcome]:
     """The sweep once per split seed (or test fold): the first in ``run_dir`` with its notebooks, each other
     one in ``run_dir/repeats/seed-K`` (``fold-I``) without notebooks; the embeddings of real segments come
     from the content-keyed cache. Then ``repeats.json``/``.csv``: every row with its repeat, the spread
@@ -337,7 +447,8 @@ def run_repeats(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 
     main = RunFolder(Path(run_dir).resolve())
     many = config.protocol == "folds" or len(config.seed_list) > 1
     first_cfg = replace(config, seed=config.seed_list[0]) if config.protocol != "folds" else config
-    outcomes = [run_sweep(first_cfg, main.root, jobs=jobs, rebuild=rebuild, log=log, views=views)]
+    kw = {"jobs": jobs, "rebuild": rebuild, "log": log, "embed_executor": embed_executor, "estimate": estimate}
+    outcomes = [run_sweep(first_cfg, main.root, views=views, **kw)]
     if not many:
         return outcomes
     n_folds = None
@@ -358,7 +469,7 @@ def run_repeats(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         log(f"repeat {name}: {out.root}")
-        outcomes.append(run_sweep(cfg, out.root, jobs=jobs, rebuild=rebuild, log=log, views=False))
+        outcomes.append(run_sweep(cfg, out.root, views=False, **kw))
     if any(o.results is not None and len(o.results) for o in outcomes):
         write_repeats(main, [repeat_name(c) for c in configs])
     return outcomes

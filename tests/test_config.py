@@ -91,7 +91,9 @@ def test_stage_parameters_cover_every_field_but_the_free_ones():
     cfg = config.StudyConfig()
     used = {name for stage in config.STAGES for name in cfg.stage_parameters(stage)}
     assert used | set(config.RESUMABLE_KEYS) == {f.name for f in fields(cfg)}
-    assert set(config.RESUMABLE_KEYS) == {"lengths", "device", "repeats", "seeds"}
+    assert set(config.RESUMABLE_KEYS) == {"lengths", "device", "repeats", "seeds", "scheduler", "workers",
+                                          "unit_segments"}
+    assert set(config.EXECUTION_KEYS) <= set(config.RESUMABLE_KEYS)  # where it runs changes no result
     assert cfg.stage_parameters("segments") == {"drop_empty_classes": False, "counts": "500,100,100,100",
                                                 "snr_db": 20.0, "seed": 0, "protocol": "paper", "test_fold": None}
 

@@ -1,4 +1,5 @@
-"""Detection over an archive in work units: chunked == unchunked, Dask == in-process, killed worker/client.
+"""Work units on executors: detection over an archive (chunked == unchunked, Dask == in-process, killed
+worker/client), the sweep's embedding units and `clapnb levels` on the same LocalCluster, the sweep's --dry-run.
 
 The archive: a 44.1-kHz file composed of real clips (read with seeks in chunks), a 48-kHz one
 (resampled: chunks stream from the start), two real clips as they are, and a corrupt file. The
@@ -82,6 +83,15 @@ def arc(one_thread, envsounds, envsounds_meta, tmp_path_factory):
     post = detect.PostConfig(threshold=0.5, merge_gap_s=1.0, min_duration_s=1.0)
     ref = detect.detect_files(out / "probe.pt", [a], out / "ref", post=post, cache_dir=out / "refcache", hop_s=1.0)
     return {"out": out, "probe": out / "probe.pt", "archive": a, "post": post, "ref": ref, "backbone": bb}
+
+
+@pytest.fixture(scope="module")
+def cluster(one_thread):
+    """One LocalCluster of 2 workers for every test here (starting one costs tens of seconds)."""
+    from clapnb.dask_executor import make_executor
+
+    with make_executor("local", 2) as ex:
+        yield ex
 
 
 def _run(arc, name, **kw):
@@ -223,13 +233,10 @@ class KillsAWorker:
         pass
 
 
-def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc):
-    from clapnb.dask_executor import make_executor
-
-    with make_executor("local", 2) as cluster:
-        assert cluster.workers == 2 and cluster.dashboard_link
-        killer = KillsAWorker(cluster)
-        out, res = _run(arc, "dask", chunk_s=10.0, executor=killer)
+def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc, cluster):
+    assert cluster.workers == 2 and cluster.dashboard_link
+    killer = KillsAWorker(cluster)
+    out, res = _run(arc, "dask", chunk_s=10.0, executor=killer)
     assert killer.killed is not None
     with pytest.raises(ProcessLookupError):
         os.kill(killer.killed, 0)
@@ -285,3 +292,83 @@ def test_local_processes_executor_gives_the_same_results(arc):
     _same_outputs(arc["out"] / "ref", out)
     pids = {j["pid"] for j in map(json.loads, (out / "journal.jsonl").read_text().splitlines()) if "pid" in j}
     assert os.getpid() not in pids
+
+
+# --- the sweep's embedding units and levels on the same cluster ---------------------------------------
+
+SWEEP_LABELS = ["church_bells", "dog", "gun_shot"]
+
+
+@pytest.fixture(scope="module")
+def study(envsounds, envsounds_meta, tmp_path_factory):
+    from conftest import small_manifest
+
+    from clapnb import config
+
+    path = tmp_path_factory.mktemp("study") / "tiny.csv"
+    small_manifest(envsounds_meta, envsounds, 6, SWEEP_LABELS).to_csv(path, index=False)
+    return config.StudyConfig(data=str(path), label_column="original_label", counts="4,2,2,2", backbone="mfcc",
+                              lengths="1,3", probe_max_epochs=5)
+
+
+def test_sweep_embedding_units_on_the_cluster_equal_the_in_process_stage(study, cluster, tmp_path, monkeypatch):
+    """Units of 16 segments on 2 Dask workers, one of them killed after the first unit: the same bytes as
+    the in-process stage; a rerun runs no unit."""
+    from dataclasses import replace
+
+    from clapnb import store, sweep
+    from clapnb.embeddings import EmbeddingCache, cache_namespace, load_run_embeddings
+
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "cache-ref"))
+    ref = sweep.run_sweep(study, tmp_path / "ref", log=lambda s: None, views=False)
+    assert ref.ok and ref.embedding_units is None
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "cache-dask"))  # the units get it from the client
+    cfg = replace(study, scheduler="local", unit_segments=16)
+    killer = KillsAWorker(cluster)
+    out = sweep.run_sweep(cfg, tmp_path / "dask", log=lambda s: None, views=False, embed_executor=killer)
+    assert out.ok and killer.killed is not None
+    units = out.embedding_units
+    # a unit finished on the killed worker is rerun (its result died with it) and finds its rows cached
+    assert units["n_units"] >= 4 and units["n_failed_units"] == 0 and 0 < units["n_computed"] <= units["n_segments"]
+    assert units["pids"] and os.getpid() not in units["pids"]  # the workers embedded, not the client
+    assert out.estimate is not None and out.estimate["segments_todo"] == units["n_segments"]
+    for n in study.length_list:
+        a = load_run_embeddings(store.RunFolder(tmp_path / "ref").length(n).root)
+        b = load_run_embeddings(store.RunFolder(tmp_path / "dask").length(n).root)
+        np.testing.assert_array_equal(a.X, b.X)  # bit-identical embeddings
+        assert b.meta["n_computed"] == 0  # the stage found every row the units wrote
+    bmeta = b.meta["backbone"]
+    keys = EmbeddingCache(b.meta["cache_dir"], cache_namespace(bmeta, bmeta.get("lowpass_hz"))).keys_on_disk()
+    assert len(keys) == len(set(keys)) == units["n_segments"] == 60  # every row once, none twice
+    # the run folder records no trace of where it ran (no stage record, no sweep.json entry)
+    run = store.RunFolder(tmp_path / "dask")
+    for record in [run.config_file, *run.stages_dir.glob("*.json"), *run.length(1).stages_dir.glob("*.json"),
+                   run.length(1).dataset]:
+        assert "scheduler" not in record.read_text(), record
+    again = sweep.run_sweep(cfg, tmp_path / "dask", log=lambda s: None, views=False, embed_executor=cluster)
+    assert again.embedding_units["n_units"] == 0 and all(o.status == "skipped" for o in again.lengths)
+
+
+def test_levels_on_the_cluster_equal_the_in_process_levels(arc, cluster, tmp_path):
+    from clapnb import levels
+
+    files = [str(arc["archive"] / "long_44k.wav"), *map(str, sorted(arc["archive"].glob("clip_*.wav")))]
+    kw = {"events_path": str(arc["out"] / "ref" / "events.csv"), "exclude": "all", "interval_s": 10.0}
+    levels.run_levels(files, tmp_path / "here", **kw)
+    levels.run_levels(files, tmp_path / "dask", executor=cluster, **kw)
+    for name in ("levels.csv", "events_levels.csv"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "here" / "levels.parquet"),
+                                  pd.read_parquet(tmp_path / "dask" / "levels.parquet"), check_exact=True)
+
+
+def test_sweep_dry_run_prints_only_the_estimate(study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["sweep", "--data", study.data, "--label-column", "original_label", "--counts", study.counts,
+                 "--backbone", "mfcc", "--lengths", study.lengths, "--scheduler", "local", "--workers", "2",
+                 "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("estimate: ") and " of 60 segment(s) to embed" in text and "/ 2 worker(s)" in text
+    assert "storage" in text and "ms at 1 s" in text and "ms at 3 s" in text
+    assert not out.exists() and not (tmp_path / "cache").exists()  # no stage output, no cache row

@@ -46,6 +46,11 @@ def register(subparsers) -> None:
                    help="seconds after each excluded span also left out of the percentile samples and LAFmax (the "
                         "detector's decay; default 5 time constants: 0.625 for F, 5 for S, 0 for eq)")
     p.add_argument("--block-s", type=float, default=10.0, help="seconds of audio read at once (default 10)")
+    p.add_argument("--scheduler", default=None, metavar="local|tcp://HOST:PORT",
+                   help="measure the files on Dask, one file per work unit: 'local' starts a LocalCluster of "
+                        "--workers processes, tcp://HOST:PORT uses a running Dask scheduler (default: this process)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (with --scheduler local, default 2; without --scheduler: N local processes)")
     p.set_defaults(func=run)
 
 
@@ -70,13 +75,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         cal = calibration.NONE
     residual = args.residual_percentile if args.residual_percentile is not None else args.residual_db
-    result = levels.run_levels(
-        [os.path.abspath(a) for a in args.audio], args.out, events_path=args.events, exclude=args.exclude,
-        interval_s=interval, interval_text=args.interval, weighting=args.weighting, rate=args.rate,
-        min_valid=args.min_valid, residual=residual, calibration=cal, channel=args.channel,
-        start_time_format=args.start_time_from_name, allow_clipping=args.allow_clipping, block_s=args.block_s,
-        holdoff_s=args.holdoff, min_score=args.min_score, basis=args.percentiles_from,
-        progress=lambda i, n, p: print(f"levels: {i}/{n} {p}", file=sys.stderr))
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be 1 or more, got {args.workers}")
+    executor = None
+    if args.scheduler or (args.workers or 1) > 1:
+        from clapnb.dask_executor import lazy_executor
+
+        def dashboard(ex) -> None:
+            link = getattr(ex, "dashboard_link", None)
+            if link:
+                print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+
+        # started when the inputs have been checked (bad input is refused before a cluster starts)
+        executor = lazy_executor(args.scheduler, args.workers or (2 if args.scheduler == "local" else 1),
+                                 on_start=dashboard)
+    try:
+        result = levels.run_levels(
+            [os.path.abspath(a) for a in args.audio], args.out, events_path=args.events, exclude=args.exclude,
+            interval_s=interval, interval_text=args.interval, weighting=args.weighting, rate=args.rate,
+            min_valid=args.min_valid, residual=residual, calibration=cal, channel=args.channel,
+            start_time_format=args.start_time_from_name, allow_clipping=args.allow_clipping, block_s=args.block_s,
+            holdoff_s=args.holdoff, min_score=args.min_score, basis=args.percentiles_from,
+            progress=lambda i, n, p: print(f"levels: {i}/{n} {p}", file=sys.stderr), executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     print(f"wrote {result['levels_csv']}, {result['events_csv']}, {result['json']} "
           f"({result['n_intervals']} intervals, unit {cal.unit}{'' if cal.calibrated else ': NOT calibrated'})")
     total = result["table"].query("scope == 'total'").iloc[0]

@@ -75,14 +75,30 @@ def register(subparsers) -> None:
     config.add_options(p, "sweep", config_file=True)
     add_jobs_argument(p)
     add_rebuild_argument(p)
+    add_estimate_arguments(p)
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.set_defaults(func=run)
+
+
+def add_estimate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="only print the cost estimate (segments to embed x measured s/segment / workers, storage) "
+                        "and exit; nothing is written in OUT")
+    p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure a few segments and print the cost estimate before the work (default: when "
+                        "there are 1000 or more segments to embed, or --scheduler/--workers are given)")
 
 
 def run(args: argparse.Namespace) -> int:
     from clapnb import sweep
 
-    outcomes = sweep.run_variants(study_configs(args, "sweep"), args.out, jobs=args.jobs, rebuild=args.rebuild)
+    outcomes = sweep.run_variants(study_configs(args, "sweep"), args.out, jobs=args.jobs, rebuild=args.rebuild,
+                                  estimate=args.estimate, dry_run=args.dry_run)
+    if args.dry_run:
+        from clapnb.embed_units import estimate_line
+
+        print(estimate_line(outcomes[0].estimate))
+        return 0
     for outcome in outcomes:
         print(outcome.summary(), file=sys.stderr)
         print_results(outcome.results)
