@@ -10,7 +10,9 @@ both scene sets; the reviewed set is answered from its truth (``review.answer_fr
 scripted operator), the probe is retrained with ``--extra-labels reviewed.parquet`` and detects the
 held-out scenes again. Printed: precision per class of the detections (judged against the truth the
 same way) before/after, segment F1, and the whole-measurement LAeq of the reviewed scenes with the
-detected vs the reviewed events excluded (``clapnb levels``). Everything seeded and through the CLI.
+detected vs the reviewed events excluded (``clapnb levels``); the book's Review page of the held-out
+detections before/after goes to ``OUT/review_page/`` (``clapnb.review_book``). Everything seeded and
+through the CLI.
 """
 
 from __future__ import annotations
@@ -114,10 +116,23 @@ def main() -> None:
         t = pd.read_csv(out / f"levels_{name}" / "levels.csv").query("scope == 'total'").iloc[0]
         lv[name] = {"LAeq_dBFS": round(float(t["LAeq_dBFS"]), 2), "LAeq_excl_dBFS": round(float(t["LAeq_excl_dBFS"]), 2),
                     "LA90_excl_dBFS": round(float(t["LA90_excl_dBFS"]), 2), "excluded_pct": round(float(t["excluded_pct"]), 1)}
+    # the book's Review page of this round (held-out detections judged from their truth, before/after)
+    from clapnb import review_book
+
+    rounds = review_book.read_rounds([out / "det_held" / "reviewed_truth.parquet",
+                                      out / "det_held_after" / "reviewed_truth.parquet"])
+    page_dir = out / "review_page"
+    page_dir.mkdir(exist_ok=True)
+    review_book.curves_figure(rounds).savefig(page_dir / review_book.FIGURE)
+    (page_dir / "review.md").write_text(review_book.review_page(rounds))
+    extra = json.loads((run2 / "probe.json").read_text())["extra_labels"]
     summary = {"backbone": args.backbone, "length_s": float(args.length), "labels": labels,
                "review_answers": counts, "review_round_precision": review.precision_by_class(r.table).to_dict("records"),
                "held_out_precision_before": p0.to_dict("records"), "held_out_precision_after": p1.to_dict("records"),
                "held_out_segment_f1": {"before": f0, "after": f1},
+               "extra_labels": {k: extra[k] for k in ("n_windows", "windows_per_class", "n_answers")},
+               "extra_labels_dropped_as_leaks": len(extra.get("dropped", [])),
+               "review_page": str(page_dir / "review.md"),
                "levels_of_reviewed_scenes": lv}
     print(json.dumps(summary, indent=2, default=str))
     (out / "review_round.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -34,7 +34,7 @@ def main() -> int:
         print(f"review_browser_check: {lacking}", file=sys.stderr)
         return 2
     got = labbrowser.review_in_browser(args.out, timeout_s=args.timeout)
-    ok = got["answers"] == labbrowser.EXPECTED
+    ok = got["answers"] == labbrowser.EXPECTED and got["cells_added_by_key"] == 0
     print(json.dumps({"ok": ok, **got}, indent=2))
     return 0 if ok else 1
 

@@ -172,9 +172,12 @@ def review_in_browser(root: str | os.PathLike, timeout_s: float = 120.0) -> dict
         wait.until(EC.element_to_be_clickable((By.XPATH, button.format("reject")))).click()
         wait.until(EC.presence_of_element_located((By.XPATH, shown.format(2))))
         keys = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"input[placeholder='{KEYS_PLACEHOLDER}']")))
+        cells = len(driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
         keys.click()
         keys.send_keys("a")
         wait.until(EC.presence_of_element_located((By.XPATH, shown.format(3))))
+        # the key went to the widget only: JupyterLab's own "a" (insert a cell above) did not fire
+        phases["cells_added_by_key"] = len(driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) - cells
         phases["answers_s"] = time.perf_counter() - t0
         widget = driver.find_element(By.CSS_SELECTOR, ".widget-vbox")
         driver.execute_script("arguments[0].scrollIntoView();", widget)
@@ -196,7 +199,9 @@ def review_in_browser(root: str | os.PathLike, timeout_s: float = 120.0) -> dict
     answered = t[t["status"] != "pending"].sort_values("reviewed_at")
     answers = [(r["status"], r["original_class"], float(r["score"]), r["reviewer"]) for _, r in answered.iterrows()]
     phases["total_s"] = time.perf_counter() - t0
-    return {"answers": answers, "screenshot": str(shot), "seconds": {k: round(v, 1) for k, v in phases.items()}}
+    added = phases.pop("cells_added_by_key")
+    return {"answers": answers, "screenshot": str(shot), "cells_added_by_key": added,
+            "seconds": {k: round(v, 1) for k, v in phases.items()}}
 
 
 #: What the clicks and the key must leave in reviewed.parquet (the queue is sorted by score).
