@@ -21,6 +21,7 @@ from clapnb.backbones import REGISTRY
 from clapnb.errors import InputError
 from clapnb.report import _ci, _pct, to_markdown
 from clapnb.store import LengthFolder, RunFolder
+from clapnb.taxonomy import BACKGROUND
 
 
 def _length_folder(run: Path, length_s: int) -> Path:
@@ -41,14 +42,27 @@ def _acc(m: dict | None) -> tuple[float | None, float | None, float | None, int 
     return m.get("accuracy"), ci.get("low"), ci.get("high"), m.get("n")
 
 
-def _who(backbone: dict, random_weights: bool) -> str:
+def _who(backbone: dict, random_weights: bool, row_notice: str | None = None) -> str:
+    """The backbone in words with what its numbers must carry: the results row's ``backbone_notice``
+    where recorded, else the registry's notice and the random-weights label."""
     name = str(backbone.get("name"))
     spec = REGISTRY.get(name)
     text = backbone.get("display_name") or (spec.display_name if spec else name)
+    if row_notice:
+        return f"{name}: " + (row_notice if row_notice.startswith(text) else f"{text} ({row_notice})")
     notice = backbone.get("notice") or (spec.notice if spec else "")
     if random_weights:
         text += ", RANDOM WEIGHTS (not CLAP results)"
     return f"{name}: {text}" + (f" ({notice})" if notice else "")
+
+
+def _row_value(table: pd.DataFrame, length: int, column: str):
+    """``column`` of the results row of ``length`` (None where the row or column is missing or NaN)."""
+    if column not in table or "length_s" not in table:
+        return None
+    hit = table.loc[table["length_s"].astype(int) == int(length), column]
+    value = hit.iloc[0] if len(hit) else None
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
 
 
 def comparison(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -71,14 +85,19 @@ def comparison(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
             zs_path = folder.zeroshot
             zs = io.read_json(zs_path) if zs_path.is_file() else {}
             backbone = dict(probe.get("backbone") or {})
-            who = _who(backbone, bool(probe.get("random_weights")))
+            who = _who(backbone, bool(probe.get("random_weights")), _row_value(table, length, "backbone_notice"))
             entries = []
-            if zs.get("applicable"):
-                entries.append((zs.get("label") or "zero-shot", len(zs.get("classes") or []), zs["metrics"]))
-            entries.append(("probe", len(probe.get("classes") or []), probe["metrics"]))
-            for method, n_classes, metrics in entries:
+            if zs.get("applicable"):  # the zero-shot/as-is label as the results row (or the record) gives it
+                label = _row_value(table, length, "zeroshot_label") or zs.get("label") or "zero-shot"
+                kind = _row_value(table, length, "zeroshot_method") or zs.get("method") or "zero-shot"
+                entries.append((label, kind, len(zs.get("classes") or []), zs["metrics"]))
+            # the probe's numbers are over event segments: a background class is not counted
+            n_events = len([c for c in probe.get("classes") or [] if c != BACKGROUND])
+            entries.append(("probe", "probe", n_events, probe["metrics"]))
+            background = bool(probe.get("background"))
+            for method, kind, n_classes, metrics in entries:
                 row = {"length_s": length, "backbone": backbone.get("name"), "model": who, "method": method,
-                       "classes": n_classes, "run": str(run)}
+                       "kind": kind, "classes": n_classes, "background": background, "run": str(run)}
                 for split in ("validation", "test"):
                     acc, lo, hi, n = _acc(metrics.get(split))
                     row.update({f"{split}_accuracy": acc, f"{split}_ci_low": lo, f"{split}_ci_high": hi,
@@ -106,4 +125,8 @@ def comparison_section(run_dirs: Sequence[str | os.PathLike]) -> str:
         parts.append(f":::{{table}} Backbones side by side, {length} s segments\n:name: table-backbones-L{length:02d}\n\n"
                      + to_markdown(shown) + "\n:::\n")
     parts.append("Backbones: " + "; ".join(sorted(set(table["model"]))) + ".\n")
+    if table["background"].any():
+        parts.append("Runs with a background class (`--background`): every accuracy here is over event segments "
+                     "only (background segments left out; zero-shot and as-is have no prompt or label for them); "
+                     "the background class itself is reported apart, in each run's table *Background class*.\n")
     return "\n".join(parts)

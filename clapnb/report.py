@@ -19,7 +19,7 @@ from clapnb import metrics
 from clapnb.backbones import REGISTRY
 from clapnb.bandwidth import describe_cutoff, single_source_classes
 from clapnb.store import RESULT_COLUMNS  # noqa: F401  (the results rows' columns, owned by the store)
-from clapnb.taxonomy import SLUGS, class_name
+from clapnb.taxonomy import BACKGROUND, SLUGS, class_name
 
 #: Paper Table 2: zero-shot CLAP 2023 on the validation set, in the paper's order (best first).
 PAPER_TABLE2 = pd.DataFrame({
@@ -61,6 +61,7 @@ def table2(results: pd.DataFrame) -> pd.DataFrame:
     """
     ours = results[["length_s", "zeroshot_accuracy", "zeroshot_ci_low", "zeroshot_ci_high",
                     "zeroshot_loss_paper", "zeroshot_loss_calibrated"]].copy()
+    ours["zeroshot_label"] = [zeroshot_label_of(r) for r in results.to_dict(orient="records")]
     ours["length_s"] = ours["length_s"].astype(int)
     paper = PAPER_TABLE2.rename(columns={"accuracy": "paper_accuracy", "loss": "paper_loss"})
     paper["paper_rank"] = np.arange(1, len(paper) + 1)
@@ -100,7 +101,21 @@ def format_table2(t2: pd.DataFrame) -> pd.DataFrame:
         "Loss (paper)": [_num(v) for v in t2["paper_loss"]],
         "Rank (ours)": [NA if pd.isna(a) else str(r) for r, a in zip(t2["rank"], t2["zeroshot_accuracy"])],
         "Rank (paper)": [NA if pd.isna(r) else str(int(r)) for r in t2["paper_rank"]],
+        "Method (ours)": (list(t2["zeroshot_label"]) if "zeroshot_label" in t2 else [NA] * len(t2)),
     })
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def zeroshot_label_of(row: Mapping) -> str:
+    """A results row's ``zeroshot_label`` ("zero-shot, 21 classes", "as-is, 10 of 20 classes", "none
+    ..."), or what an older row without that column implies."""
+    label = row.get("zeroshot_label")
+    if not _missing(label) and label:
+        return str(label)
+    return "zero-shot" if row.get("zeroshot_applicable") is True else NA
 
 
 def format_table3(t3: pd.DataFrame) -> pd.DataFrame:
@@ -162,7 +177,8 @@ def banner(meta: Mapping) -> str:
     if spec is not None and spec.notice and not meta.get("random_weights"):
         asis = ("" if spec.has_text else "It has no text encoder: the zero-shot column holds its own labels "
                 "used as-is, on the classes they cover. ")
-        return (f":::{{important}} {spec.display_name}\nThese numbers come from {describe_model(meta)}. "
+        notice = meta.get("backbone_notice") or f"{spec.display_name}; {spec.notice}"
+        return (f":::{{important}} {spec.display_name}\n{notice}. These numbers come from {describe_model(meta)}. "
                 f"{asis}\n:::\n")
     if not meta.get("random_weights"):
         return ""
@@ -219,7 +235,37 @@ def run_meta(results: pd.DataFrame) -> dict:
         checked = results["agreement_passed"].dropna() if "agreement_passed" in results else pd.Series([], dtype=bool)
         meta["agreement_passed"] = bool(checked.astype(bool).all())
     meta["zeroshot_applicable_all"] = [bool(v) for v in results["zeroshot_applicable"]]
+    for key in ("zeroshot_method", "zeroshot_label", "backbone_notice"):
+        values = sorted({str(v) for v in results[key].dropna() if str(v)}) if key in results else []
+        meta[key] = "; ".join(values)
+    meta["background"] = any(v is True or v == 1 for v in results["background"]) if "background" in results else False
+    excluded = pd.to_numeric(results.get("zeroshot_background_excluded"), errors="coerce") \
+        if "zeroshot_background_excluded" in results else pd.Series([], dtype=float)
+    meta["zeroshot_background_excluded"] = int(excluded.fillna(0).max()) if len(excluded.dropna()) else 0
     return meta
+
+
+def background_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The background class per length (``--background``), apart from Tables 2 and 3: its recall with
+    a 95 % bootstrap interval over background recordings, the background segments the probe took for
+    an event class (false events: what detection would report) and the event segments it called
+    background, on the validation and test splits."""
+    rows = []
+    for r in results.sort_values("length_s").to_dict(orient="records"):
+        row = {"Audio length": f"{int(r['length_s'])} s"}
+        for split, name in (("validation", "Validation"), ("test", "Test")):
+            n = r.get(f"background_{split}_n")
+            row[f"{name}: background segments"] = NA if _missing(n) else str(int(n))
+            row[f"{name}: background recall"] = (f"{_pct(r.get(f'background_{split}_recall'))} "
+                                                  f"{_ci(r.get(f'background_{split}_recall_ci_low'), r.get(f'background_{split}_recall_ci_high'))}")
+            fe = r.get(f"background_{split}_false_events")
+            row[f"{name}: false events"] = NA if _missing(fe) or _missing(n) else f"{int(fe)} of {int(n)}"
+            cb = r.get(f"background_{split}_events_called_background")
+            ne = r.get(f"probe_{split}_n")
+            row[f"{name}: events called background"] = (NA if _missing(cb) else
+                                                         f"{int(cb)}" + ("" if _missing(ne) else f" of {int(ne)}"))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def results_page(results: pd.DataFrame, *, figure: str | None = None,
@@ -238,22 +284,43 @@ def results_page(results: pd.DataFrame, *, figure: str | None = None,
             f"- {f.get('length_s')} s: {f.get('error', 'failed')}" for f in failed) + "\n:::\n")
     parts.append(not_applicable_note(meta))
     spec = REGISTRY.get(str(meta.get("backbone")))
-    if spec is not None and not spec.has_text and any(meta.get("zeroshot_applicable_all", [])):
-        parts.append(f":::{{note}} No zero-shot for {spec.display_name}\nIt has no text encoder. Table 2's "
+    if "as-is" in str(meta.get("zeroshot_method")):
+        who = spec.display_name if spec is not None else meta.get("backbone")
+        parts.append(f":::{{note}} No zero-shot for {who}\nIt has no text encoder. Table 2's "
                      "column holds its own output labels used **as-is**, mapped to the study classes and "
-                     "evaluated on the classes that have such a label only (the zero-shot page of each length "
-                     "says how many): not comparable with the paper's 21-class zero-shot values.\n:::\n")
+                     f"evaluated on the classes that have such a label only ({meta.get('zeroshot_label')}; "
+                     "column *Method* per length): not comparable with the paper's 21-class zero-shot "
+                     "values.\n:::\n")
+    if meta.get("background"):
+        excluded = meta.get("zeroshot_background_excluded") or 0
+        parts.append(":::{note} Background class: event segments only\nThis run trained the probe with a "
+                     "`background` class (the site's residual sound, `--background`). Every accuracy in Tables 2 "
+                     "and 3 and the figure is over **event segments only** (background segments left out, the "
+                     "same bootstrap over recordings), so it stays comparable with the paper's 21 classes"
+                     + (f"; zero-shot has no prompt or label for background and leaves its {excluded} validation "
+                        "segment(s) out" if excluded else "")
+                     + ". The background class is reported apart in the table *Background class* below.\n:::\n")
     parts.append(
         f":::{{table}} Table 2: zero-shot accuracy and loss on the validation set per audio length, "
         f"sorted by our accuracy as in the paper; ours ({model}) beside the paper's (MS-CLAP 2023). "
         "Paper-style loss: softmax over unscaled cosine similarities (what the paper's ~2.83 "
-        "implies); calibrated: with CLAP's logit scale. CI: 95 % bootstrap over recordings.\n"
+        "implies); calibrated: with CLAP's logit scale. CI: 95 % bootstrap over recordings. Method: what "
+        "our column was measured with (zero-shot prompts, a model's own labels as-is, or none)"
+        + ("; event segments only (background has no prompt)" if meta.get("background") else "") + ".\n"
         ":name: table-2\n\n" + to_markdown(format_table2(table2(results))) + "\n:::\n")
     parts.append(
         f":::{{table}} Table 3: linear probe (one linear layer on the frozen embeddings, early "
         f"stopping with patience 10) per audio length, sorted by our validation accuracy; ours "
-        f"({model}) beside the paper's, which trained it at 4 s only and reports validation accuracy.\n"
+        f"({model}) beside the paper's, which trained it at 4 s only and reports validation accuracy"
+        + ("; event segments only (background reported apart)" if meta.get("background") else "") + ".\n"
         ":name: table-3\n\n" + to_markdown(format_table3(table3(results))) + "\n:::\n")
+    if meta.get("background"):
+        parts.append(
+            f":::{{table}} Background class (not an event class, not in Tables 2 and 3) per audio length ({model}): "
+            "recall with a 95 % bootstrap interval over background recordings; false events = background "
+            "segments the probe took for an event class (what detection would report as a spurious event); "
+            "events called background = event segments the probe took for background.\n"
+            ":name: table-background\n\n" + to_markdown(background_table(results)) + "\n:::\n")
     if figure:
         parts.append(
             f":::{{figure}} {figure}\n:name: fig-accuracy-length\n\nAccuracy vs audio length "
@@ -405,6 +472,22 @@ def probe_table(record: Mapping) -> pd.DataFrame:
     return split_metrics_table(record["metrics"], {"loss": "loss"})
 
 
+def probe_background_table(record: Mapping) -> pd.DataFrame:
+    """The background class of a ``probe.json`` record per split (empty without one): apart from the
+    event classes, whose accuracy :func:`probe_table` shows."""
+    rows = []
+    for split, b in (record.get("background") or {}).items():
+        ci = b.get("background_recall_ci") or {}
+        rows.append({"split": split, "background segments": b.get("n_background"),
+                     "background recall": _pct(b.get("background_recall")), "95 % CI": _ci(ci.get("low"), ci.get("high")),
+                     "false events": b.get("false_events"),
+                     "false events as": ", ".join(f"{class_name(c)} {n}" for c, n in
+                                                  (b.get("false_events_by_class") or {}).items()) or "none",
+                     "event segments": b.get("n_events"),
+                     "events called background": b.get("events_called_background")})
+    return pd.DataFrame(rows)
+
+
 def prompts_table(record: Mapping) -> pd.DataFrame:
     """The prompts per class; for an as-is record (no prompts) the model labels mapped to each class."""
     if record.get("method") == "as-is":
@@ -417,8 +500,15 @@ def prompts_table(record: Mapping) -> pd.DataFrame:
     return pd.DataFrame([{"class": c, "prompts": " | ".join(p)} for c, p in record["prompts"].items()])
 
 
+def event_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Prediction rows of event segments: a background segment (``--background``) never enters a
+    class table (its recall and false events are reported apart, :func:`background_table`)."""
+    return predictions[predictions["true"].astype(str) != BACKGROUND]
+
+
 def per_class_accuracy(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
     """Accuracy and support per true class on one split, in taxonomy order."""
+    predictions = event_rows(predictions)
     p = predictions[predictions["split"] == split]
     t = p.groupby("true")["correct"].agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "n"})
     t = t.loc[_slug_order(t.index)].rename_axis("class").reset_index()
@@ -429,8 +519,10 @@ def per_class_comparison(by_method: Mapping[str, pd.DataFrame], split: str,
                          classes: Sequence[str]) -> pd.DataFrame:
     """Precision, recall and F1 per class for several methods side by side on one split."""
     parts = []
+    classes = [c for c in classes if c != BACKGROUND]
     for name, preds in by_method.items():
-        p = preds[preds["split"] == split]
+        p = event_rows(preds)
+        p = p[p["split"] == split]
         t = metrics.per_class(p["true"], p["pred"], classes).set_index("class")
         parts.append(t[["precision", "recall", "f1"]].add_prefix(f"{name} ").round(3))
         support = t["support"]
@@ -442,8 +534,10 @@ def most_confused_table(by_method: Mapping[str, pd.DataFrame], split: str, class
     """The most confused (true, predicted) pairs of each method on one split."""
     parts = []
     for name, preds in by_method.items():
-        p = preds[preds["split"] == split]
-        t = metrics.most_confused(p["true"], p["pred"], classes, top=top)
+        p = event_rows(preds)
+        p = p[p["split"] == split]
+        labels = [c for c in classes if c != BACKGROUND] + ([BACKGROUND] if (p["pred"] == BACKGROUND).any() else [])
+        t = metrics.most_confused(p["true"], p["pred"], labels, top=top)
         parts.append(t.assign(method=name, share_of_true=t["share_of_true"].round(3)))
     return pd.concat(parts, ignore_index=True)[["method", "true", "pred", "count", "share_of_true"]]
 
@@ -451,6 +545,7 @@ def most_confused_table(by_method: Mapping[str, pd.DataFrame], split: str, class
 def misclassified(predictions: pd.DataFrame, segments: pd.DataFrame, split: str, n: int, *,
                   recordings: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
     """``n`` misclassified segments of one split (seeded pick), with where their audio comes from."""
+    predictions = event_rows(predictions)
     wrong = predictions[(predictions["split"] == split) & ~predictions["correct"].astype(bool)]
     pick = wrong.sample(n=min(n, len(wrong)), random_state=seed).sort_values("segment_id")
     cols = ["segment_id", "path", "sha256", "start_s", "end_s", "augmented", "snr_db", "noise_seed"]
@@ -512,17 +607,19 @@ def player(x: np.ndarray, sr: int = PLAYER_SR, max_s: float = PLAYER_MAX_S):
 
 
 def present_classes(segments: pd.DataFrame) -> list[str]:
-    """Classes that have segments, in taxonomy (paper) order."""
-    return _slug_order(set(segments["class"]))
+    """Event classes that have segments, in taxonomy (paper) order (``background`` is no event class)."""
+    return _slug_order(set(segments["class"]) - {BACKGROUND})
 
 
 def confusion(predictions: pd.DataFrame, split: str) -> pd.DataFrame:
     """Confusion counts on one split; columns also hold predicted classes absent from the data.
 
     Zero-shot chooses among all 21 classes, so it can predict a class with no segments (e.g.
-    vehicle pass-by); dropping those predictions would hide errors.
+    vehicle pass-by); dropping those predictions would hide errors. For the same reason an event
+    segment the probe called ``background`` keeps its column; background segments have no row.
     """
-    p = predictions[predictions["split"] == split]
+    p = event_rows(predictions)
+    p = p[p["split"] == split]
     labels = _slug_order(set(p["true"]) | set(p["pred"]))
     cm = metrics.confusion(p["true"], p["pred"], labels)
     return cm.loc[cm.sum(axis=1) > 0]

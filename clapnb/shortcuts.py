@@ -35,7 +35,7 @@ from clapnb.errors import InputError
 from clapnb.report import describe_model, to_markdown
 from clapnb.segments import SPLITS
 from clapnb.store import LengthFolder, RunFolder
-from clapnb.taxonomy import class_name
+from clapnb.taxonomy import BACKGROUND, class_name
 
 SHORTCUTS_JSON = LengthFolder(".").shortcuts.name
 
@@ -75,7 +75,8 @@ def accuracy_by_source(predictions: pd.DataFrame, segments: pd.DataFrame, *, see
     """Class accuracy per split and source (with a 95 % bootstrap over recordings)."""
     from clapnb import metrics
 
-    p = predictions.merge(segments[["segment_id", "source", "group"]], on="segment_id", how="left")
+    p = predictions[predictions["true"].astype(str) != BACKGROUND]
+    p = p.merge(segments[["segment_id", "source", "group"]], on="segment_id", how="left")
     rows = []
     for (split, source), g in p.groupby(["split", "source"], sort=False):
         ci = metrics.bootstrap_accuracy_ci(g["true"].to_numpy(), g["pred"].to_numpy(), groups=g["group"].to_numpy(),
@@ -120,7 +121,10 @@ def run_shortcuts(run_dir: str | os.PathLike, config=None, *, seed: int | None =
     run_dir = Path(run_dir)
     lf = LengthFolder(run_dir)
     emb = load_run_embeddings(run_dir)
-    seg = emb.segments.reset_index(drop=True)
+    # a background class (--background: the site's residual sound, its own source) is no event
+    # class: the shortcut check is over event segments, like the class tables
+    keep = (emb.segments["class"].astype(str) != BACKGROUND).to_numpy()
+    seg = emb.segments[keep].reset_index(drop=True)
     if "source" not in seg.columns:
         raise InputError(f"{lf.segments} has no 'source' column; rebuild it with `clapnb segments`")
     class_record = io.read_json(lf.probe) if lf.probe.is_file() else None
@@ -134,6 +138,7 @@ def run_shortcuts(run_dir: str | os.PathLike, config=None, *, seed: int | None =
         "lowpass_hz": table_lowpass(seg), "length_s": float(seg["length_s"].iloc[0]), "sources": sources,
         "segments_per_source": {s: int(n) for s, n in seg["source"].value_counts().sort_index().items()},
         "single_source_classes": single_source_classes(seg), "clapnb_version": __version__,
+        "n_background_excluded": int((~keep).sum()),
     }
     if class_record:
         record["class_accuracy"] = {s: class_record["metrics"][s]["accuracy"] for s in class_record["metrics"]}
@@ -150,7 +155,7 @@ def run_shortcuts(run_dir: str | os.PathLike, config=None, *, seed: int | None =
         io.atomic_write_json(lf.shortcuts, record)
         return record
 
-    X = probe_mod.check_features(np.asarray(emb.X), f"embeddings of {run_dir}")
+    X = probe_mod.check_features(np.asarray(emb.X)[keep], f"embeddings of {run_dir}")
     index = {s: i for i, s in enumerate(sources)}
     y = seg["source"].astype(str).map(index).to_numpy()
     cls = seg["class"].astype(str).to_numpy()

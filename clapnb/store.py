@@ -34,6 +34,7 @@ import pandas as pd
 
 from clapnb import __version__, io
 from clapnb.errors import InputError
+from clapnb.taxonomy import BACKGROUND
 
 DATASET_NOTEBOOK = "01_dataset.ipynb"
 PER_LENGTH_NOTEBOOKS = ("02_zero_shot.ipynb", "03_linear_probe.ipynb", "04_confusion.ipynb")
@@ -57,7 +58,16 @@ RESULT_COLUMNS = (
     "precision", "agreement_min_cosine", "agreement_mean_cosine", "agreement_passed",
     # the split this row was measured on (clapnb.folds, clapnb.repeats)
     "seed", "protocol", "test_fold",
+    # what the zero-shot column is (zero-shot | as-is | none) and what the backbone's numbers must carry
+    "zeroshot_method", "zeroshot_label", "backbone_notice",
+    # the background class (--background), apart from the event classes: every accuracy above (and
+    # n_classes) is over event segments only; zero-shot leaves background segments out
+    "background", "zeroshot_background_excluded",
+    *(f"background_{split}_{k}" for split in ("validation", "test")
+      for k in ("n", "recall", "recall_ci_low", "recall_ci_high", "false_events", "events_called_background")),
 )
+#: The ``backbone_notice`` of a random-weights run when its embeddings record carries no warning.
+RANDOM_WEIGHTS_NOTICE = "RANDOM WEIGHTS: the offline stand-in, not a trained CLAP model; these numbers are NOT CLAP results"
 
 
 class LengthFolder:
@@ -247,6 +257,18 @@ def _ci(metrics: dict | None) -> tuple[float | None, float | None]:
     return ci.get("low"), ci.get("high")
 
 
+def backbone_notice(backbone: dict, random_weights: bool, warning: str | None = None) -> str:
+    """What every number of this backbone must carry: its registry notice with its name (BirdNET:
+    not CLAP, its licence) and the random-weights label of a stand-in; ``''`` for none."""
+    parts = []
+    if backbone.get("notice"):
+        name = backbone.get("display_name") or backbone.get("name")
+        parts.append(f"{name}; {backbone['notice']}" if name else str(backbone["notice"]))
+    if random_weights:
+        parts.append(warning or RANDOM_WEIGHTS_NOTICE)
+    return "; ".join(parts)
+
+
 def length_row(folder: LengthFolder | str | os.PathLike) -> dict:
     """One results row (:data:`RESULT_COLUMNS`) from a length folder's stage outputs."""
     lf = folder if isinstance(folder, LengthFolder) else LengthFolder(folder)
@@ -262,9 +284,13 @@ def length_row(folder: LengthFolder | str | os.PathLike) -> dict:
         "random_weights": bool(pr.get("random_weights") or zs.get("random_weights")),
         "data_fingerprint": ds.get("data_fingerprint"),
         "input_policy": backbone.get("policy"),
-        "n_classes": len(pr.get("classes", [])),
+        "n_classes": len([c for c in pr.get("classes", []) if c != BACKGROUND]),
         "zeroshot_applicable": bool(zs.get("applicable", False)),
     }
+    emb = io.read_json(lf.embeddings) if lf.embeddings.is_file() else {}
+    row.update({"zeroshot_method": zs.get("method") or ("zero-shot" if zs.get("applicable") else "none"),
+                "zeroshot_label": zs.get("label") or ("zero-shot" if zs.get("applicable") else "none"),
+                "backbone_notice": backbone_notice(backbone, row["random_weights"], emb.get("warning"))})
     zval = (zs.get("metrics") or {}).get("validation") if zs.get("applicable") else None
     lo, hi = _ci(zval)
     row.update({
@@ -290,6 +316,17 @@ def length_row(folder: LengthFolder | str | os.PathLike) -> dict:
     agree = backbone.get("agreement") or {}
     row.update({"precision": backbone.get("precision", "fp32"), "agreement_min_cosine": agree.get("min_cosine"),
                 "agreement_mean_cosine": agree.get("mean_cosine"), "agreement_passed": agree.get("passed")})
+    bg = pr.get("background") or {}
+    row.update({"background": bool(bg),
+                "zeroshot_background_excluded": ((zs.get("background_excluded") or {}).get("validation")
+                                                 if zs.get("applicable") else None)})
+    for split in ("validation", "test"):
+        b = bg.get(split) or {}
+        ci = b.get("background_recall_ci") or {}
+        row.update({f"background_{split}_n": b.get("n_background"), f"background_{split}_recall": b.get("background_recall"),
+                    f"background_{split}_recall_ci_low": ci.get("low"), f"background_{split}_recall_ci_high": ci.get("high"),
+                    f"background_{split}_false_events": b.get("false_events"),
+                    f"background_{split}_events_called_background": b.get("events_called_background")})
     sc = io.read_json(lf.shortcuts) if lf.shortcuts.is_file() else {}
     test = (sc.get("source_id") or {}).get("test") or {}
     row.update({"source_id_applicable": sc.get("applicable"), "source_id_test_accuracy": test.get("accuracy"),

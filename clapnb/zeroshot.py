@@ -26,6 +26,11 @@ from clapnb.taxonomy import BY_SLUG, SLUGS
 #: msclap's ESC-50 example prompt.
 DEFAULT_TEMPLATE = "this is the sound of {}"
 CLASS_SETS = ("all", "present")
+#: ``zeroshot.json`` ``method`` (the results rows' ``zeroshot_method``): prompts vs audio (CLAP), a
+#: model's own labels (``asis.METHOD``, BirdNET), or nothing (a backbone with neither: mfcc, gfcc).
+METHOD = "zero-shot"
+NO_METHOD = "none"
+NOT_APPLICABLE_LABEL = "none (no text encoder or own labels)"
 
 LOSS_DEFINITIONS = {
     "loss_paper_style": "cross-entropy of softmax over the unscaled cosine similarities "
@@ -162,7 +167,28 @@ def not_applicable_record(backbone_meta: dict) -> dict:
     """What ``zeroshot.json`` holds for a backbone without a text encoder."""
     name = str(backbone_meta.get("name", "this backbone"))
     return {"applicable": False, "reason": not_applicable_message(name), "backbone": backbone_meta,
-            "random_weights": bool(backbone_meta.get("random_weights", False))}
+            "random_weights": bool(backbone_meta.get("random_weights", False)),
+            "method": NO_METHOD, "label": NOT_APPLICABLE_LABEL}
+
+
+def zeroshot_label(n_classes: int, class_set: str) -> str:
+    """What a zero-shot number was measured over, in words (the results rows' ``zeroshot_label``)."""
+    return f"{METHOD}, {n_classes} classes" + (" in the data" if class_set == "present" else "")
+
+
+def without_background(segments: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    """``(mask of event segments, record fields)``: background segments (``--background``, the site's
+    residual sound) have no prompt or model label, so zero-shot and as-is leave them out and say so."""
+    from clapnb.taxonomy import BACKGROUND
+
+    bg = (segments["class"] == BACKGROUND).to_numpy()
+    fields = {"n_background_excluded": int(bg.sum()),
+              "background_excluded": ({s: int((bg & (segments["split"] == s).to_numpy()).sum()) for s in SPLITS}
+                                      if bg.any() else {})}
+    if bg.any():
+        fields["background_note"] = (f"{int(bg.sum())} background segment(s) left out: the background class has "
+                                     "no prompt or model label, so every number here is over event segments only")
+    return ~bg, fields
 
 
 def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE,
@@ -204,12 +230,13 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
                          f"of {run_dir} were computed with {meta['fingerprint']}; pass the same backbone")
 
     segments = emb.segments.reset_index(drop=True)
-    classes = resolve_classes(sorted(set(segments["class"])), class_set)
+    events, excluded = without_background(segments)
+    classes = resolve_classes(sorted(set(segments.loc[events, "class"])), class_set)
     prompts = class_prompts(classes, template, ensemble)
     text = class_text_embeddings(backbone.embed_text, prompts)
-    scores = cosine_scores(emb.X, text)
+    scores = cosine_scores(np.asarray(emb.X)[events], text)
     logit_scale = None if backbone.logit_scale is None else float(backbone.logit_scale)
-    per_split, preds = evaluate(scores, segments, classes, logit_scale, seed)
+    per_split, preds = evaluate(scores, segments[events].reset_index(drop=True), classes, logit_scale, seed)
     record = {
         "applicable": True,
         "backbone": meta,
@@ -225,6 +252,9 @@ def run_zeroshot(run_dir: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE
         "scores": "cosine similarity per class, in the order of 'classes'",
         "metrics": per_split,
         "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None,
+        "method": METHOD,
+        "label": zeroshot_label(len(classes), class_set),
+        **excluded,
     }
     io.atomic_write_parquet(lf.zeroshot_predictions, preds)
     io.atomic_write_json(lf.zeroshot, record)
@@ -236,8 +266,9 @@ def _run_asis(run_dir: Path, emb, meta: dict, mapping, seed: int) -> dict:
     scored = asis.score_embeddings(emb, mapping)
     per_split, preds = evaluate(scored.scores, scored.segments, scored.classes, None, seed)
     segments = scored.segments
+    _, excluded = without_background(emb.segments)
     record = {"applicable": True, "backbone": meta, "random_weights": bool(meta.get("random_weights", False)),
-              "classes": scored.classes, **scored.fields, "seed": seed, "metrics": per_split,
+              "classes": scored.classes, **scored.fields, **excluded, "seed": seed, "metrics": per_split,
               "length_s": float(segments["length_s"].iloc[0]) if "length_s" in segments and len(segments) else None}
     lf = LengthFolder(run_dir)
     io.atomic_write_parquet(lf.zeroshot_predictions, preds)

@@ -259,3 +259,25 @@ def test_zero_shot_note_once_for_a_backbone_without_text():
     assert report.zeroshot_note(report.run_meta(results_frame({4: 0.5}))) == ""
     assert "no text encoder" in report.zeroshot_note({"applicable": False, "backbone": {"name": "gfcc"}})
     assert report.zeroshot_note({"applicable": True}) == ""
+
+
+def test_background_rows_get_their_own_table_and_the_method_column():
+    """Issue 11/12: Table 2 says what our column was measured with; a background run's Tables 2/3 say
+    event segments only and its background class has a table of its own."""
+    frame = results_frame({2: 0.6, 4: 0.7})
+    frame["zeroshot_method"], frame["zeroshot_label"], frame["zeroshot_background_excluded"] = "zero-shot", "zero-shot, 21 classes", 2
+    frame["background"] = True
+    for split in ("validation", "test"):
+        frame[f"background_{split}_n"], frame[f"background_{split}_recall"] = 4, 0.75
+        frame[f"background_{split}_recall_ci_low"], frame[f"background_{split}_recall_ci_high"] = 0.5, 1.0
+        frame[f"background_{split}_false_events"], frame[f"background_{split}_events_called_background"] = 1, 3
+        frame[f"probe_{split}_n"] = 40
+    page = report.results_page(frame)
+    t2 = _table_rows(page, ":::{table} Table 2")
+    assert [r[-1] for r in t2] == ["zero-shot, 21 classes"] * 2
+    assert "event segments only" in page[page.index(":::{table} Table 3"):].split("\n:::")[0]
+    bg = _table_rows(page, ":::{table} Background class")
+    assert bg[0][:5] == ["2 s", "4", "75.00 % [50.0, 100.0]", "1 of 4", "3 of 40"]
+    assert "leaves its 2 validation segment(s) out" in page
+    plain = report.results_page(results_frame({4: 0.7}))
+    assert "Background class" not in plain and "event segments only" not in plain

@@ -238,3 +238,63 @@ def test_sweep_refuses_bad_parameters_before_any_work(tmp_path, capsys):
     assert cli.main(["sweep", "--data", str(tmp_path), "--backbone", "nope", "--out", str(out)]) == 2
     assert "unknown backbone 'nope'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_background_is_out_of_the_headline_and_reported_apart(manifest, tmp_path):
+    """Issue 12: a sweep with --background (mfcc, 8,2,2,2, one length). The results row's accuracy is
+    over event segments only, recomputed here from probe_predictions.parquet; background is reported
+    apart (recall, false events) and never reaches a class table, the shortcut check or Table 3."""
+    import numpy as np
+    import soundfile as sf
+
+    from clapnb import compare, metrics, scene
+    from clapnb.taxonomy import BACKGROUND
+
+    bg = tmp_path / "site"
+    bg.mkdir()
+    for k, db in enumerate(np.linspace(-50, -30, 6)):  # the "site": pink noise at several levels
+        sf.write(bg / f"site_{k}.wav", scene.noise(44100 * 6, "pink", float(db), 100 + k), 44100)
+    cfg = config.StudyConfig(data=str(manifest), label_column="original_label", counts="8,2,2,2", backbone="mfcc",
+                             lengths="2", background=str(bg), probe_max_epochs=20)
+    outcome = sweep.run_sweep(cfg, tmp_path / "run", log=lambda s: None, views=False)
+    assert outcome.ok
+    run = store.RunFolder(tmp_path / "run")
+    lf = run.length(2)
+    rows, _, _ = run.read_results()
+    row = rows.iloc[0]
+    preds = pd.read_parquet(lf.probe_predictions)
+    seg = pd.read_parquet(lf.segments).set_index("segment_id")
+    assert (preds["true"] == BACKGROUND).sum() == (seg["class"] == BACKGROUND).sum() == 8 + 2 + 2 + 2
+    for split in ("validation", "test"):
+        p = preds[preds["split"] == split]
+        ev, bgp = p[p["true"] != BACKGROUND], p[p["true"] == BACKGROUND]
+        # the headline: event segments only, with the same bootstrap over recordings as before
+        assert row[f"probe_{split}_n"] == len(ev) == 3 * 2
+        assert row[f"probe_{split}_accuracy"] == pytest.approx((ev["true"] == ev["pred"]).mean())
+        ci = metrics.bootstrap_accuracy_ci(ev["true"], ev["pred"], groups=seg.loc[ev["segment_id"], "group"], seed=cfg.seed)
+        assert (row[f"probe_{split}_ci_low"], row[f"probe_{split}_ci_high"]) == pytest.approx((ci.low, ci.high))
+        # background apart: recall and false events (background taken for an event class)
+        assert row[f"background_{split}_n"] == len(bgp) == 2
+        assert row[f"background_{split}_recall"] == pytest.approx((bgp["pred"] == BACKGROUND).mean())
+        assert row[f"background_{split}_false_events"] == (bgp["pred"] != BACKGROUND).sum()
+        assert row[f"background_{split}_events_called_background"] == (ev["pred"] == BACKGROUND).sum()
+    assert row["n_classes"] == 3 and bool(row["background"])
+    assert (row["zeroshot_method"], row["zeroshot_label"], row["backbone_notice"]) == \
+        ("none", "none (no text encoder or own labels)", "")
+    # no background row or segment in the 21-class tables
+    classes = report.present_classes(seg)
+    assert BACKGROUND not in classes
+    for t in (report.per_class_accuracy(preds, "test").set_index("class"), report.confusion(preds, "test"),
+              report.per_class_comparison({"probe": preds}, "test", list(seg["class"].unique())),
+              report.most_confused_table({"probe": preds}, "test", classes).set_index("true")):
+        assert BACKGROUND not in t.index
+    assert report.per_class_accuracy(preds, "test")["n"].sum() == 6
+    sc = io.read_json(lf.shortcuts)
+    assert sc["n_background_excluded"] == 14 and BACKGROUND not in sc["segments_per_source"]
+    page = report.results_page(rows)
+    t3 = page[page.index(":::{table} Table 3"):]
+    t3 = t3[:t3.index("\n:::")]
+    assert f"{100 * row['probe_validation_accuracy']:.2f} %" in t3 and "event segments only" in t3
+    assert ":name: table-background" in page and "false events" in page
+    table = compare.comparison([run.root, run.root])
+    assert set(table["classes"]) == {3} and table["background"].all()

@@ -217,3 +217,46 @@ def test_mfcc_run_records_not_applicable(envsounds, envsounds_meta, tmp_path, ca
     assert "zero-shot is not applicable to mfcc: no text encoder" in capsys.readouterr().err
     record = json.loads((run / "zeroshot.json").read_text())
     assert record["applicable"] is False and "no text encoder" in record["reason"]
+
+
+def test_background_segments_are_left_out_of_zero_shot_and_said_so(standin_run, capsys):
+    """Issue 12: the background class (--background) has no prompt; zero-shot scores event segments
+    only, records how many background segments it left out, and says so (no silent miscount)."""
+    import soundfile as sf
+
+    from clapnb import scene
+    from clapnb.cli import main
+    from clapnb.embeddings import load_run_embeddings
+    from clapnb.taxonomy import BACKGROUND
+
+    run, backbone = standin_run
+    out = run.parent
+    bg = out / "site"
+    bg.mkdir(exist_ok=True)
+    for k in range(6):
+        sf.write(bg / f"site_{k}.wav", scene.noise(44100 * 4, "pink", -40.0 + 2 * k, 200 + k), 44100)
+    bgrun = out / "L03-background"
+    assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
+                 "--background", str(bg), "--length", "3", "--counts", "3,2,1,2", "--out", str(bgrun)]) == 0
+    assert main(["embed", "--segments", str(bgrun / "segments.parquet"), "--backbone", "msclap-2023",
+                 "--device", "cpu", "--cache", str(out / "cache"), "--no-progress"]) == 0  # events: cached
+    capsys.readouterr()
+    assert main(["zeroshot", "--run", str(bgrun), "--device", "cpu"]) == 0
+    assert "background segment(s) left out" in capsys.readouterr().out
+    record = zeroshot.run_zeroshot(bgrun, backbone=backbone, device="cpu")
+    emb = load_run_embeddings(bgrun)
+    is_bg = (emb.segments["class"] == BACKGROUND).to_numpy()
+    assert record["n_background_excluded"] == is_bg.sum() == 3 + 2 + 1 + 2
+    assert record["method"] == "zero-shot" and record["label"] == "zero-shot, 21 classes"
+    assert "event segments only" in record["background_note"]
+    text = backbone.embed_text([f"this is the sound of {BY_SLUG[c].prompt}" for c in SLUGS])
+    cos = (emb.X / np.linalg.norm(emb.X, axis=1, keepdims=True)).astype(np.float64) @ \
+        (text / np.linalg.norm(text, axis=1, keepdims=True)).T.astype(np.float64)
+    y = emb.segments["class"].map({c: i for i, c in enumerate(SLUGS)}).to_numpy()
+    for split, m in record["metrics"].items():
+        mask = (emb.segments["split"] == split).to_numpy() & ~is_bg
+        assert record["background_excluded"][split] == ((emb.segments["split"] == split).to_numpy() & is_bg).sum()
+        assert m["n"] == mask.sum()
+        assert m["accuracy"] == pytest.approx(float((cos[mask].argmax(1) == y[mask]).mean()))
+    preds = pd.read_parquet(bgrun / "zeroshot_predictions.parquet")
+    assert BACKGROUND not in set(preds["true"]) and len(preds) == (~is_bg).sum()

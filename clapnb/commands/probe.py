@@ -61,11 +61,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"  grid of {len(record['grid'])} configurations; chosen on validation: {chosen}")
     print(f"  {record['epochs_run']} epochs, best epoch {record['best_epoch']}"
           + (" (early stop)" if record["stopped_early"] else " (epoch limit reached)"))
+    events = " (event segments only)" if record.get("background") else ""
     for split in ("validation", "test"):
         m = record["metrics"][split]
         ci = m["accuracy_ci"]
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
-              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}{random}")
+              f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss {m['loss']:.3f}{events}{random}")
+    for split in ("validation", "test") if record.get("background") else ():
+        b = record["background"][split]
+        recall = "n/a" if b["background_recall"] is None else f"{100 * b['background_recall']:.1f} %"
+        print(f"  {split:<11} background (reported apart): n={b['n_background']}, recall {recall}, "
+              f"false events {b['false_events']} of {b['n_background']}, events called background "
+              f"{b['events_called_background']} of {b['n_events']}")
     if record.get("extra_labels"):
         x = record["extra_labels"]
         print(f"  extra labels: {x['n_windows']} windows from {len(x['files'])} reviewed file(s) added to train "

@@ -40,6 +40,13 @@ def print_results(results) -> None:
     if "random_weights" in results and results["random_weights"].fillna(False).astype(bool).any():
         print(RANDOM_WEIGHTS_SUMMARY)
     print(results[cols].to_string(index=False, float_format=lambda v: f"{100 * v:.2f} %"))
+    if "background" in results and any(v is True or v == 1 for v in results["background"]):
+        print("accuracies over event segments only; background class (reported apart):")
+        bg = results[["length_s", "background_validation_recall", "background_validation_false_events",
+                      "background_test_recall", "background_test_false_events"]]
+        bg = bg.rename(columns=lambda c: c.replace("_", " ") if c != "length_s" else c)
+        print(bg.to_string(index=False, formatters={
+            c: (lambda v: "n/a" if v != v or v is None else f"{100 * v:.2f} %") for c in bg.columns if c.endswith("recall")}))
 
 
 def print_repeats(run: RunFolder) -> None:

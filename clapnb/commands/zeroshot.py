@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {split:<11} n={m['n']:<5} accuracy {100 * m['accuracy']:6.2f} % "
               f"[{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]  loss paper-style {m['loss_paper_style']:.3f}"
               f"  calibrated {cal}" + ("  [RANDOM WEIGHTS]" if record["random_weights"] else ""))
+    if record.get("background_note"):
+        print(f"  note: {record['background_note']}")
     print(f"wrote {out} and {lf.zeroshot_predictions}")
     return 0
