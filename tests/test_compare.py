@@ -49,3 +49,27 @@ def test_runs_of_other_data_are_refused(tmp_path):
         compare.comparison([a, b])
     with pytest.raises(InputError, match="two or more"):
         compare.comparison([a])
+
+
+def test_rows_give_method_label_and_notice_and_background_is_not_a_class(tmp_path):
+    """Issue 11/12: the results rows' zeroshot_label/zeroshot_method/backbone_notice fill the table;
+    a probe with a background class counts its event classes only and the page says so."""
+    bn = fake_run(tmp_path / "bn", {"name": "birdnet"}, 0.9,
+                  {"applicable": True, "method": "as-is", "label": "as-is, 2 of 4 classes", "classes": ["a", "b"],
+                   "metrics": metrics(0.7, 20)})
+    notice = "BirdNET V2.4 (a bird-and-environment model, not CLAP); model licence CC BY-NC-SA 4.0: non-commercial"
+    doc = io.read_json(bn / "results.json")
+    for r in doc["rows"]:
+        r.update({"zeroshot_method": "as-is", "zeroshot_label": "as-is, 2 of 5 classes", "backbone_notice": notice})
+    io.atomic_write_json(bn / "results.json", doc)
+    mf = fake_run(tmp_path / "mf", {"name": "mfcc"}, 0.55, None)
+    for n in (1, 4):
+        probe = io.read_json(mf / f"L{n:02d}" / "probe.json")
+        probe.update({"classes": ["a", "b", "c", "d", "background"], "background": {"test": {"n_background": 4}}})
+        io.atomic_write_json(mf / f"L{n:02d}" / "probe.json", probe)
+    t = compare.comparison([bn, mf]).set_index(["length_s", "backbone", "method"])
+    assert t.loc[(4, "birdnet", "as-is, 2 of 5 classes"), "kind"] == "as-is"  # the row's label wins
+    assert t.loc[(4, "mfcc", "probe"), "classes"] == 4 and t.loc[(4, "mfcc", "probe"), "background"]
+    assert t.loc[(4, "birdnet", "probe"), "model"] == f"birdnet: {notice}"
+    page = compare.comparison_section([bn, mf])
+    assert "event segments only" in page and page.count(notice) == 1
