@@ -75,57 +75,17 @@ def iter_window_range(path: str, length_s: float, hop_s: float, sr: int, first: 
                       block_s: float = 30.0) -> Iterator:
     """Windows ``first..stop-1`` of a recording, equal to those :func:`clapnb.stream.iter_windows` yields.
 
-    At the backbone's rate the file is read from the first window's start (a seek, mixed to mono
-    as ``stream.iter_blocks`` does: per sample, so blocks do not matter). When it must be
-    resampled the stream starts at the file's beginning, because a resampler started mid-file
-    gives different (if close) samples: bit-identity costs decoding the audio before the chunk.
+    The file is read from the first window's start (a seek), or when it must be resampled from the
+    start of that window's resampling segment (:class:`clapnb.stream.Segments`: each segment is
+    resampled on its own, so the samples do not depend on where decoding began), and no further
+    than the last window needs.
     """
-    from clapnb import audio, stream
+    from clapnb import stream
 
-    info = audio.probe(path)
-    if first == 0 or info.sample_rate != sr:
-        for w in stream.iter_windows(path, length_s, hop_s, sr, block_s=block_s, skip=first):
-            if w.index >= stop:
-                return
-            yield w
-        return
-    import soundfile as sf
-
-    starts = stream.window_starts(info.frames, sr, length_s, hop_s)
-    n = int(round(length_s * sr))
-    lo, hi = starts[first][0], starts[stop - 1][0] + n
-    block = max(1, int(round(block_s * sr)))
-    with sf.SoundFile(path) as fh:
-        fh.seek(lo)
-        pos = lo
-        i = first
-        buf = np.zeros(0, dtype=np.float32)
-        buf_start = lo
-        while pos < hi:
-            try:
-                data = fh.read(min(block, hi - pos), dtype="float32", always_2d=True)
-            except Exception as exc:
-                raise audio.AudioError(f"{path}: decoding failed after {pos / sr:.1f} s ({exc}); the file is "
-                                       "corrupt or truncated: re-export it or remove it") from exc
-            if not len(data):
-                raise audio.AudioError(f"{path}: the header announces {info.duration_s:.1f} s but only "
-                                       f"{pos / sr:.1f} s could be decoded; the file is truncated: re-export it or remove it")
-            if not np.isfinite(data).all():
-                raise audio.AudioError(f"{path}: NaN or infinite samples after {pos / sr:.1f} s; "
-                                       "re-export the file or remove it")
-            pos += len(data)
-            mono = data.mean(axis=1, dtype=np.float32)
-            buf = np.concatenate([buf, mono]) if len(buf) else mono
-            while i < stop and starts[i][0] + n <= buf_start + len(buf):
-                s, tail = starts[i]
-                off = s - buf_start
-                yield stream.Window(i, s / sr, (s + n) / sr, buf[off:off + n].copy(), tail)
-                i += 1
-            keep_from = starts[i][0] if i < stop else buf_start + len(buf)
-            drop = min(keep_from - buf_start, len(buf))
-            if drop > 0:
-                buf = buf[drop:]
-                buf_start += drop
+    for w in stream.iter_windows(path, length_s, hop_s, sr, block_s=block_s, skip=first):
+        if w.index >= stop:
+            return
+        yield w
 
 
 # --- unit outputs ---------------------------------------------------------------------------------

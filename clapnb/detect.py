@@ -661,7 +661,8 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
             "backbone": probe.backbone, "mode": probe.backbone.get("precision", "fp32"),
             "random_weights": random_weights,
             "parameters": {**asdict(post), "length_s": probe.length_s, "hop_s": hop_s, "grid_s": grid_s,
-                           "start_time_from_name": name_format, "batch_size": batch_size, "block_s": block_s},
+                           "start_time_from_name": name_format, "batch_size": batch_size, "block_s": block_s,
+                           "resampler": stream.RESAMPLER},
             "background": {"in_probe": has_bg,
                            "rule": ("the probe's 'background' class is never reported as an event" if has_bg else
                                     f"open-set rule: no event where the best class's probability is below "

@@ -87,3 +87,21 @@ def test_bad_files_are_clear_errors(tmp_path):
     corrupt.write_bytes(bytes(raw))
     with pytest.raises(AudioError, match="corrupt.flac"):
         list(stream.iter_windows(corrupt, 2.0))
+
+
+@pytest.mark.parametrize("sr_in", [48000, 22050, 44100])
+def test_a_late_start_seeks_and_gives_the_same_bits(tmp_path, sr_in):
+    """Windows from index k read after a seek (to the resampling segment when resampled) equal those
+    of a decode from the file's start, bit for bit; the seek decodes only what follows it."""
+    path = _write(tmp_path / "x.wav", 31.3, sr_in, 2, "PCM_24")
+    whole = list(stream.iter_windows(path, 3.0, 1.0, block_s=1.37, seek=False))
+    for skip in (1, 13, 17, len(whole) - 1):
+        late = list(stream.iter_windows(path, 3.0, 1.0, block_s=2.9, skip=skip))
+        assert [w.index for w in late] == list(range(skip, len(whole)))
+        for a, b in zip(late, whole[skip:]):
+            assert a.start_s == b.start_s and a.tail == b.tail and np.array_equal(a.wave, b.wave)
+    n_total = stream.output_frames(sf.info(path).frames, sr_in, audio.TARGET_SR)
+    start = int(round(whole[17].start_s * audio.TARGET_SR))
+    origin = stream.block_origin(sr_in, audio.TARGET_SR, start)
+    assert start - 6 * audio.TARGET_SR < origin <= start  # within one segment (~5 s) before the window
+    assert sum(len(b) for b in stream.iter_blocks(path, start=start)) == n_total - origin
