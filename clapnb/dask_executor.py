@@ -8,6 +8,14 @@ functions with plain arguments, exactly as for the local executors, so a job nev
 model: each worker process loads a backbone once, on its first job, into :data:`PROCESS_CACHE`
 (see :func:`process_cached`), and keeps it for every later job.
 
+On a machine with GPUs, ``--scheduler local`` gives each worker **one device**: a
+:class:`clapnb.gpu_workers.OneDevicePerWorker` plugin sets ``CUDA_VISIBLE_DEVICES`` in every worker
+process before its first job (round-robin, :func:`clapnb.gpu_workers.assign_devices`, when there are
+more workers than GPUs; a worker restarted by its nanny gets its device again), so a backbone loaded
+with ``device="auto"`` lands on that worker's GPU. Workers beyond the GPU count share devices: with
+decoding in the workers (not in threads under one GIL) two or more workers per GPU keep it fed. On a
+``tcp://`` cluster the cluster's own configuration decides (e.g. dask-cuda's one worker per GPU).
+
 A worker that dies mid-job (killed, out of memory) is replaced by its nanny and the scheduler
 reruns its jobs elsewhere (``distributed.scheduler.allowed-failures`` times, then the job fails
 with ``KilledWorker``, which callers report like any other failed job).
@@ -16,7 +24,7 @@ with ``KilledWorker``, which callers report like any other failed job).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from clapnb.errors import InputError
@@ -35,10 +43,13 @@ def process_cached(key: str, factory: Callable[[], Any]) -> Any:
 class DaskExecutor:
     """Runs jobs on a Dask cluster: a new LocalCluster (``"local"``) or an existing scheduler address."""
 
-    def __init__(self, scheduler: str = "local", workers: int = 2, *, dashboard: bool = True) -> None:
+    def __init__(self, scheduler: str = "local", workers: int = 2, *, dashboard: bool = True,
+                 gpus: Sequence[str] | None = None) -> None:
+        """``gpus``: the devices to spread a LocalCluster's workers over (default: ``gpu_workers.visible_gpus()``)."""
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        self.devices: dict[str, str | None] = {}  # worker address -> its CUDA_VISIBLE_DEVICES
         if scheduler == "local":
             if int(workers) < 1:
                 raise InputError(f"--workers must be 1 or more, got {workers}")
@@ -46,6 +57,11 @@ class DaskExecutor:
                                         dashboard_address=":0" if dashboard else None,
                                         silence_logs=logging.CRITICAL)  # clapnb reports failed units itself
             self.client = Client(self.cluster)
+            from clapnb import gpu_workers
+
+            gpus = gpu_workers.visible_gpus() if gpus is None else list(gpus)
+            if gpus:
+                self.devices = gpu_workers.one_device_per_worker(self.client, gpus)
         elif scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
             try:
                 self.client = Client(scheduler, timeout="20s")
@@ -149,15 +165,16 @@ def lazy_executor(scheduler: str | None, workers: int, *, on_start: Callable[[An
     return LazyExecutor(start, None if scheduler not in (None, "", "inprocess", "none", "local") else workers)
 
 
-def make_executor(scheduler: str | None = None, workers: int = 1):
+def make_executor(scheduler: str | None = None, workers: int = 1, *, gpus: Sequence[str] | None = None):
     """The executor for ``--scheduler``/``--workers``.
 
     ``None``/``"inprocess"``: in this process (``workers`` > 1: that many local processes, the
     pipeline layer's executor); ``"local"``: a LocalCluster of ``workers`` processes;
     ``tcp://HOST:PORT``: an existing Dask cluster (``workers`` is ignored: the cluster has its own).
+    ``gpus``: devices for a LocalCluster's workers, one each (default: the visible ones).
     """
     if scheduler in (None, "", "inprocess", "none"):
         from clapnb.executor import make_executor as local
 
         return local(workers)
-    return DaskExecutor(scheduler, workers)
+    return DaskExecutor(scheduler, workers, gpus=gpus)

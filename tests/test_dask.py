@@ -2,7 +2,7 @@
 worker/client), the sweep's embedding units and `clapnb levels` on the same LocalCluster, the sweep's --dry-run.
 
 The archive: a 44.1-kHz file composed of real clips (read with seeks in chunks), a 48-kHz one
-(resampled: chunks stream from the start), two real clips as they are, and a corrupt file. The
+(resampled: chunks seek to their resampling segment), two real clips as they are, and a corrupt file. The
 probe: a logistic regression on MFCC embeddings of other real clips (plumbing, not a good detector).
 """
 
@@ -90,7 +90,7 @@ def cluster(one_thread):
     """One LocalCluster of 2 workers for every test here (starting one costs tens of seconds)."""
     from clapnb.dask_executor import make_executor
 
-    with make_executor("local", 2) as ex:
+    with make_executor("local", 2, gpus=["0", "1"]) as ex:  # no GPU here: the ids are only set, one each
         yield ex
 
 
@@ -234,9 +234,14 @@ class KillsAWorker:
 
 
 def test_local_cluster_gives_the_in_process_results_even_when_a_worker_is_killed(arc, cluster):
+    from clapnb.gpu_workers import worker_device
+
     assert cluster.workers == 2 and cluster.dashboard_link
+    assert sorted(cluster.devices.values()) == ["0", "1"]  # one device per worker
     killer = KillsAWorker(cluster)
     out, res = _run(arc, "dask", chunk_s=10.0, executor=killer)
+    # the worker that replaced the killed one got its device too
+    assert sorted(cluster.client.run(worker_device).values()) == ["0", "1"]
     assert killer.killed is not None
     with pytest.raises(ProcessLookupError):
         os.kill(killer.killed, 0)
