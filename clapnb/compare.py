@@ -19,7 +19,7 @@ import pandas as pd
 from clapnb import io
 from clapnb.backbones import REGISTRY
 from clapnb.errors import InputError
-from clapnb.report import _ci, _pct, to_markdown
+from clapnb.report import PAPER_TABLE2, PAPER_TABLE3, _ci, _pct, to_markdown
 from clapnb.store import LengthFolder, RunFolder
 from clapnb.taxonomy import BACKGROUND
 
@@ -106,6 +106,18 @@ def comparison(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["length_s", "backbone", "method"], kind="stable").reset_index(drop=True)
 
 
+def paper_rows(length_s: int) -> pd.DataFrame:
+    """The paper's MS-CLAP 2023 values at one length (Table 2 zero-shot, Table 3 probe at 4 s only), as
+    rows of the side-by-side table: validation set, 21 classes, their private data (no CI, no test)."""
+    rows = []
+    for method, paper in (("zero-shot (paper)", PAPER_TABLE2), ("probe (paper)", PAPER_TABLE3)):
+        hit = paper.loc[paper["length_s"] == length_s, "accuracy"]
+        if len(hit):
+            rows.append({"backbone": "MS-CLAP 2023 (paper, its own data)", "method": method, "classes": "21",
+                         "validation": _pct(float(hit.iloc[0])), "test": "n/a"})
+    return pd.DataFrame(rows, columns=["backbone", "method", "classes", "validation", "test"])
+
+
 def comparison_section(run_dirs: Sequence[str | os.PathLike]) -> str:
     """MyST for the Results page: one table per length, then who each backbone is."""
     table = comparison(run_dirs)
@@ -113,7 +125,9 @@ def comparison_section(run_dirs: Sequence[str | os.PathLike]) -> str:
              "The same data through each backbone's run: the linear probe on its frozen embeddings, and "
              "the backbone used as it comes (CLAP zero-shot; for a model with its own labels but no text "
              "encoder, those labels *as-is*, evaluated only on the classes they cover, so that row is not "
-             "a like-for-like comparison). Accuracy with a 95 % bootstrap interval over recordings.\n"]
+             "a like-for-like comparison). Accuracy with a 95 % bootstrap interval over recordings; the "
+             "paper's MS-CLAP 2023 values (validation set, measured on the authors' own data) where it has one "
+             "for that length.\n"]
     for length, t in table.groupby("length_s", sort=True):
         shown = pd.DataFrame({
             "backbone": t["backbone"], "method": t["method"], "classes": t["classes"].astype(str),
@@ -122,6 +136,7 @@ def comparison_section(run_dirs: Sequence[str | os.PathLike]) -> str:
             "test": [f"{_pct(a)} {_ci(lo, hi)}" for a, lo, hi in
                      zip(t["test_accuracy"], t["test_ci_low"], t["test_ci_high"])],
         })
+        shown = pd.concat([shown, paper_rows(int(length))], ignore_index=True)
         parts.append(f":::{{table}} Backbones side by side, {length} s segments\n:name: table-backbones-L{length:02d}\n\n"
                      + to_markdown(shown) + "\n:::\n")
     parts.append("Backbones: " + "; ".join(sorted(set(table["model"]))) + ".\n")

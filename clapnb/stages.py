@@ -98,8 +98,16 @@ def run_stage(stage: str, record_path: Path, params: Mapping, inputs: Mapping, o
     return StageResult(stage, status, record, why, seconds)
 
 
+#: With a background class the zero-shot, probe and shortcut outputs are over event segments only
+#: (background reported apart); recorded so that a run made before that rule rebuilds them once.
+BACKGROUND_RULE = ("zeroshot", "probe", "shortcuts"), "event segments only; background reported apart"
+
+
 def _length_params(config: StudyConfig, stage: str, length_s: int) -> dict:
-    return {**config.stage_parameters(stage), "length_s": int(length_s)}
+    params = {**config.stage_parameters(stage), "length_s": int(length_s)}
+    if config.background and stage in BACKGROUND_RULE[0]:
+        params["background_rule"] = BACKGROUND_RULE[1]
+    return params
 
 
 # --- run-level stages -----------------------------------------------------------------------------

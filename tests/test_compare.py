@@ -73,3 +73,25 @@ def test_rows_give_method_label_and_notice_and_background_is_not_a_class(tmp_pat
     assert t.loc[(4, "birdnet", "probe"), "model"] == f"birdnet: {notice}"
     page = compare.comparison_section([bn, mf])
     assert "event segments only" in page and page.count(notice) == 1
+
+
+def test_the_papers_values_stand_beside_ours_where_it_has_that_length(tmp_path):
+    from clapnb.report import PAPER_TABLE2, PAPER_TABLE3
+
+    a = fake_run(tmp_path / "a", {"name": "mfcc"}, 0.5, None)
+    b = fake_run(tmp_path / "b", {"name": "gfcc"}, 0.6, None)
+    page = compare.comparison_section([a, b])
+
+    def rows(length: int) -> dict:
+        block = page[page.index(f"{length} s segments"):]
+        block = block[:block.index("\n:::")]
+        cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in block.splitlines() if ln.startswith("|")][2:]
+        return {(c[0], c[1]): c[2:] for c in cells}
+
+    zs = PAPER_TABLE2.set_index("length_s")["accuracy"]
+    paper = "MS-CLAP 2023 (paper, its own data)"
+    assert rows(4)[(paper, "zero-shot (paper)")] == ["21", f"{100 * zs[4]:.2f} %", "n/a"]
+    assert rows(4)[(paper, "probe (paper)")][1] == f"{100 * PAPER_TABLE3['accuracy'].iloc[0]:.2f} %"
+    assert rows(1)[(paper, "zero-shot (paper)")][1] == f"{100 * zs[1]:.2f} %"
+    assert (paper, "probe (paper)") not in rows(1)  # the paper trained its probe at 4 s only
+    assert rows(4)[("mfcc", "probe")][1].startswith("50.00 %")

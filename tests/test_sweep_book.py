@@ -247,7 +247,7 @@ def test_background_is_out_of_the_headline_and_reported_apart(manifest, tmp_path
     import numpy as np
     import soundfile as sf
 
-    from clapnb import compare, metrics, scene
+    from clapnb import compare, metrics, scene, stages
     from clapnb.taxonomy import BACKGROUND
 
     bg = tmp_path / "site"
@@ -296,5 +296,8 @@ def test_background_is_out_of_the_headline_and_reported_apart(manifest, tmp_path
     t3 = t3[:t3.index("\n:::")]
     assert f"{100 * row['probe_validation_accuracy']:.2f} %" in t3 and "event segments only" in t3
     assert ":name: table-background" in page and "false events" in page
+    # a run made before this rule (no background_rule in its records) rebuilds these stages once
+    assert {s: io.read_json(lf.stage_record(s))["params"].get("background_rule") for s in ("zeroshot", "probe", "shortcuts")} \
+        == dict.fromkeys(("zeroshot", "probe", "shortcuts"), stages.BACKGROUND_RULE[1])
     table = compare.comparison([run.root, run.root])
     assert set(table["classes"]) == {3} and table["background"].all()
