@@ -214,7 +214,7 @@ def select_manifest_rows(manifest: str | os.PathLike, *, label_column: str | Non
     for col in ("group", "freesound_id", "license", "attribution"):
         if col in df.columns:
             out[col] = df[col].to_numpy()
-    selection = {"manifest": str(manifest), "label_column": lab_col, "source_column": src_col,
+    selection = {"manifest": str(manifest.resolve()), "label_column": lab_col, "source_column": src_col,
                  "n_rows": n_rows, "n_esc50_rows": int(len(out)), "n_other_rows": n_rows - int(len(out))}
     return out.reset_index(drop=True), selection
 
