@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
               f"mapped by {record['mapping']}; left out (no label): {', '.join(record['classes_without_label']) or 'none'}")
     if record["random_weights"]:
         print("WARNING: random-weights stand-in backbone: these numbers are a plumbing check, NOT CLAP results")
-    else:
+    elif record.get("method") != "as-is":  # as-is has no template: its line is above
         print(f"zero-shot, {len(record['classes'])} classes, template {record['template']!r}"
               + (" + synonyms" if record["ensemble"] else ""))
     for split, m in record["metrics"].items():
