@@ -88,6 +88,33 @@ def iter_window_range(path: str, length_s: float, hop_s: float, sr: int, first: 
         yield w
 
 
+def group_units(units: list[dict], max_windows: int | None) -> list[list[dict]]:
+    """Jobs of units: consecutive units of fewer than ``max_windows`` windows packed together up to that many.
+
+    A job's windows share forward batches (:func:`clapnb.detect.run_units`), so an archive of many
+    short files fills whole batches instead of one small batch per file. ``max_windows`` 0/None:
+    one unit per job. Every unit is in exactly one job, in order.
+    """
+    if not max_windows or max_windows <= 1:
+        return [[u] for u in units]
+    jobs: list[list[dict]] = []
+    cur: list[dict] = []
+    n = 0
+    for u in units:
+        w = int(u["stop"]) - int(u["first"])
+        if cur and (w >= max_windows or n + w > max_windows):
+            jobs.append(cur)
+            cur, n = [], 0
+        if w >= max_windows:
+            jobs.append([u])
+            continue
+        cur.append(u)
+        n += w
+    if cur:
+        jobs.append(cur)
+    return jobs
+
+
 # --- unit outputs ---------------------------------------------------------------------------------
 
 def unit_output(out: Path, name: str, key: str, first: int, stop: int) -> Path:

@@ -48,6 +48,8 @@ AGGREGATES = ("mean", "max")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".w64", ".rf64", ".caf",
                   ".opus", ".au", ".snd")
 WINDOWS_FORMAT = "clapnb-windows/1"
+#: Short units are grouped into jobs of up to this many forward batches (batches across files).
+GROUP_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,26 @@ def window_key(start_s: float, end_s: float) -> str:
     return f"{start_s:.6f}-{end_s:.6f}"
 
 
+def window_table(path: str, sr: int, length_s: float, hop_s: float, first: int = 0,
+                 stop: int | None = None) -> tuple:
+    """``(info, table, keys)`` of windows ``first..stop-1``: index, start_s, end_s, tail, and their cache keys."""
+    from clapnb import audio, stream
+
+    info = audio.probe(path)
+    n_total = stream.output_frames(info.frames, info.sample_rate, sr)
+    starts = stream.window_starts(n_total, sr, length_s, hop_s)
+    if not starts:
+        raise audio.AudioError(f"{path}: {info.duration_s:.2f} s is shorter than one {length_s:g}-s window; "
+                               "nothing to analyse")
+    n = int(round(length_s * sr))
+    stop = len(starts) if stop is None else min(int(stop), len(starts))
+    starts = starts[first:stop]
+    table = pd.DataFrame({"index": np.arange(first, stop), "start_s": [s / sr for s, _ in starts],
+                          "end_s": [(s + n) / sr for s, _ in starts], "tail": [t for _, t in starts]})
+    keys = [window_key(a, b) for a, b in zip(table["start_s"], table["end_s"])]
+    return info, table, keys
+
+
 def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *, cache_root=None,
                        batch_size: int = 16, shard_rows: int = 256, flush_s: float = 60.0,
                        block_s: float = 30.0, progress: bool = False, first: int = 0,
@@ -231,23 +253,12 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
     ``progress``: a per-window bar for this file (hours-long files take a while on a CPU).
     ``first``/``stop``: only windows ``first..stop-1`` (one work unit of :mod:`clapnb.archive`).
     """
-    from clapnb import archive, audio, stream
+    from clapnb import archive
     from clapnb.embeddings import embed_waveforms
 
     sr = backbone.sample_rate
-    info = audio.probe(path)
-    n_total = stream.output_frames(info.frames, info.sample_rate, sr)
-    starts = stream.window_starts(n_total, sr, probe.length_s, hop_s)
-    if not starts:
-        raise audio.AudioError(f"{path}: {info.duration_s:.2f} s is shorter than one {probe.length_s:g}-s window; "
-                               "nothing to analyse")
-    n = int(round(probe.length_s * sr))
-    stop = len(starts) if stop is None else min(int(stop), len(starts))
-    index = np.arange(first, stop)
-    starts = starts[first:stop]
-    table = pd.DataFrame({"index": index, "start_s": [s / sr for s, _ in starts],
-                          "end_s": [(s + n) / sr for s, _ in starts], "tail": [t for _, t in starts]})
-    keys = [window_key(a, b) for a, b in zip(table["start_s"], table["end_s"])]
+    info, table, keys = window_table(path, sr, probe.length_s, hop_s, first, stop)
+    stop = first + len(table)
     cache = window_cache(backbone, probe.backbone, sha256, cache_root)
     found = cache.lookup(keys)
     X = np.zeros((len(keys), backbone.dim), dtype=np.float32)
@@ -372,12 +383,148 @@ def run_unit(unit: dict) -> dict:
         batch_size=unit["batch_size"], block_s=unit["block_s"], first=unit["first"], stop=unit["stop"],
         progress=unit.get("progress", False))
     P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
+    _unit_table(unit, probe, table, P)
+    return {"n_windows": counts["n_windows"], "n_cached": counts["n_cached"], "n_computed": counts["n_computed"],
+            "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
+
+
+def embed_across_units(units: list[dict], backbone, probe) -> list:
+    """Windows and embeddings of several (short) units, their uncached windows embedded in shared batches.
+
+    Per unit: look its windows up and claim the missing ones nobody else claimed (as
+    :func:`embed_file_windows` does), decode them; the windows of all the units then go through
+    the backbone in batches of ``batch_size`` that run across files; each unit's rows are written
+    to its recording's cache before its claim is released. Returns per unit ``(table, X, counts)``,
+    or the :class:`ClapnbError` that stopped it (unreadable audio): the other units go on. A unit
+    whose windows another process had claimed waits for them in :func:`embed_file_windows`.
+    """
+    from clapnb import archive, locks
+    from clapnb.embeddings import embed_waveforms
+
+    sr = backbone.sample_rate
+    batch_size = int(units[0]["batch_size"])
+    state: list = []
+    held: list[dict] = []
+    try:
+        for u in units:
+            try:
+                info, table, keys = window_table(u["path"], sr, probe.length_s, u["hop_s"], u["first"], u["stop"])
+            except ClapnbError as exc:
+                state.append(exc)
+                continue
+            cache = window_cache(backbone, probe.backbone, u["sha256"], u["cache"])
+            claims = locks.Claims(cache.dir)
+            with claims.guard():
+                found = cache.lookup(keys)
+                busy = claims.others()
+                claimed = set().union(*busy.values()) if busy else set()
+                mine = {int(ix): row for row, (ix, k) in enumerate(zip(table["index"], keys))
+                        if k not in found and k not in claimed}
+                h = {"unit": u, "info": info, "table": table, "keys": keys, "cache": cache, "claims": claims,
+                     "mine": mine, "token": claims.claim([keys[r] for r in mine.values()]) if mine else None,
+                     "X": np.zeros((len(keys), backbone.dim), dtype=np.float32),
+                     "done": np.zeros(len(keys), dtype=bool), "computed": []}
+            for r, k in enumerate(keys):
+                if k in found:
+                    h["X"][r], h["done"][r] = found[k], True
+            h["pos"], h["failed"] = len(state), False
+            state.append(h)
+            if h["token"] is not None:
+                held.append(h)
+        batch: list[tuple[dict, int, np.ndarray]] = []
+
+        def run_batch() -> None:
+            E = embed_waveforms(backbone, [w for _, _, w in batch], probe.backbone, batch_size=batch_size)
+            for (h, r, _), e in zip(batch, E):
+                h["X"][r], h["done"][r] = e, True
+                h["computed"].append(r)
+            batch.clear()
+
+        for h in held:
+            u = h["unit"]
+            try:  # the unit's windows decoded first: a file that fails part-way adds nothing
+                waves = [(h["mine"][w.index], w.wave) for w in archive.iter_window_range(
+                    u["path"], probe.length_s, u["hop_s"], sr, u["first"], u["stop"], block_s=u["block_s"])
+                    if w.index in h["mine"]]
+            except ClapnbError as exc:
+                state[h["pos"]], h["failed"] = exc, True
+                continue
+            for r, wave in waves:
+                batch.append((h, r, wave))
+                if len(batch) == batch_size:
+                    run_batch()
+        if batch:
+            run_batch()
+        for h in held:
+            if h["computed"] and not h["failed"]:
+                h["cache"].write([h["keys"][r] for r in h["computed"]], h["X"][h["computed"]])
+    finally:
+        for h in held:
+            with h["claims"].guard():
+                h["claims"].release(h["token"])
+    out: list = []
+    for h in state:
+        if isinstance(h, BaseException):
+            out.append(h)
+            continue
+        u = h["unit"]
+        n_computed = len(h["computed"])
+        if not h["done"].all():  # rows another process was computing: wait for them there
+            try:
+                table, X, counts = embed_file_windows(
+                    u["path"], u["sha256"], backbone, probe, u["hop_s"], cache_root=u["cache"],
+                    batch_size=batch_size, block_s=u["block_s"], first=u["first"], stop=u["stop"])
+            except ClapnbError as exc:
+                out.append(exc)
+                continue
+            h["X"], n_computed = X, n_computed + counts["n_computed"]
+        info = h["info"]
+        out.append((h["table"], h["X"], {"n_windows": len(h["keys"]), "n_cached": len(h["keys"]) - n_computed,
+                                         "n_computed": n_computed, "duration_s": info.duration_s}))
+    return out
+
+
+def _unit_table(unit: dict, probe, table: pd.DataFrame, P: np.ndarray) -> pd.DataFrame:
     wt = table.copy()
     for k, c in enumerate(probe.classes):
         wt[c] = P[:, k].astype(np.float64)
     io.atomic_write_parquet(unit["target"], wt)
-    return {"n_windows": counts["n_windows"], "n_cached": counts["n_cached"], "n_computed": counts["n_computed"],
-            "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
+    return wt
+
+
+def run_units(units: list[dict]) -> list[dict]:
+    """A job of one or more units: per unit its journal counts, or ``{"error": reason}`` (bad audio).
+
+    Several units (short files, see :func:`clapnb.archive.group_units`) share their forward
+    batches (:func:`embed_across_units`); each unit's output is the one it
+    would have alone (per-window embeddings: bit for bit; batched torch models may differ in the
+    last bits, as a resumed run's batches may).
+    """
+    from clapnb import probe as probe_mod
+
+    if len(units) == 1:
+        try:
+            return [run_unit(units[0])]
+        except ClapnbError as exc:
+            return [{"error": str(exc)}]
+    t0 = time.perf_counter()
+    u = units[0]
+    probe = worker_probe(u["probe"], u["probe_sha256"])
+    backbone = worker_backbone(u["backbone_key"], u["backbone_meta"], u["device"])
+    parts = embed_across_units(units, backbone, probe)
+    out: list[dict] = []
+    for unit, part in zip(units, parts):
+        if isinstance(part, BaseException):
+            out.append({"error": str(part)})
+            continue
+        table, X, counts = part
+        # per unit, as run_unit does: a matrix product's last bits may depend on its number of rows
+        P = probe.probabilities(probe_mod.check_features(X, f"window embeddings of {unit['path']}"))
+        _unit_table(unit, probe, table, P)
+        out.append({"n_windows": counts["n_windows"], "n_cached": counts["n_cached"],
+                    "n_computed": counts["n_computed"], "pid": os.getpid(),
+                    "seconds": round((time.perf_counter() - t0) / len(units), 3)})
+    return out
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -415,14 +562,16 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                  backbone=None, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                  batch_size: int = 16, progress: bool = False, block_s: float = 30.0, executor=None,
                  chunk_s: float | None = None, estimate: bool = False, dry_run: bool = False,
-                 estimate_workers: int | None = None) -> DetectResult:
+                 estimate_workers: int | None = None, group_windows: int | None = None) -> DetectResult:
     """Detect events in every input; write the outputs in ``out_dir``; skip unreadable files with a reason.
 
     ``executor``: where the work units run (:mod:`clapnb.executor`, :mod:`clapnb.dask_executor`;
     default: this process). ``chunk_s``: split files into units of this many seconds
     (:mod:`clapnb.archive`). ``estimate``: measure a few windows and print the expected wall time
     and storage on stderr first; ``dry_run``: only that (``estimate_workers`` workers assumed
-    when no executor is given).
+    when no executor is given). ``group_windows``: short units are run together, up to this many
+    windows per job, their windows embedded in shared batches (batches across files; default
+    ``GROUP_BATCHES`` x ``batch_size``, 0: one unit per job).
     """
     from clapnb import audio, events as ev_mod, probe as probe_mod, stream, timebase
 
@@ -544,6 +693,12 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
         for u in todo:
             u["backbone_key"] = local_key if in_process else bkey
             u["progress"] = progress and in_process  # the per-file bar; workers' bars would interleave
+        # short units share forward batches (batches across files), up to group_windows windows per job,
+        # and never so few jobs that workers would wait
+        if group_windows is None:
+            group_windows = GROUP_BATCHES * batch_size
+        group_windows = min(int(group_windows), max(1, n_todo // (4 * max(1, workers))))
+        jobs = archive.group_units(todo, group_windows)
         by_target = {u["target"]: plan for plan in plans for u in plan["units"]}
         left = {id(plan): sum(archive.read_unit(Path(u["target"])) is None for u in plan["units"])
                 for plan in plans}
@@ -566,28 +721,30 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
                 if plan["units"] and left[id(plan)] == 0 and plan["wt"] is None:
                     assemble(plan)  # a killed client had finished every unit of this file
             bar = tqdm(total=n_todo, desc="detect", unit="window", disable=not progress or not n_todo, smoothing=0.1)
-            for u, fut in executor.map_unordered(run_unit, todo):
-                plan = by_target[u["target"]]
-                line = {"unit": [u["first"], u["stop"]], "file": u["path"], "time": time.time()}
+            for job, fut in executor.map_unordered(run_units, jobs):
                 exc = fut.exception()
-                if exc is not None:
-                    if not isinstance(exc, (audio.AudioError, InputError, ClapnbError)) and \
-                            type(exc).__name__ != "KilledWorker":
-                        raise exc
-                    reason = str(exc) if type(exc).__name__ != "KilledWorker" else \
-                        f"{u['path']}: windows {u['first']}..{u['stop'] - 1} killed their worker repeatedly ({exc})"
-                    plan["entry"].update(status="skipped", reason=reason)
-                    _journal(out, {**line, "status": "failed", "reason": reason})
-                else:
-                    res = fut.result()
-                    c = counts_of.setdefault(id(plan), {"n_windows": 0, "n_cached": 0, "n_computed": 0})
-                    for k in c:
-                        c[k] += res[k]
-                    _journal(out, {**line, "status": "done", **res})
-                    left[id(plan)] -= 1
-                    if left[id(plan)] == 0 and plan["entry"].get("status") != "skipped":
-                        assemble(plan)
-                bar.update(u["stop"] - u["first"])
+                if exc is not None and not isinstance(exc, (audio.AudioError, InputError, ClapnbError)) and \
+                        type(exc).__name__ != "KilledWorker":
+                    raise exc
+                outcomes = [exc] * len(job) if exc is not None else fut.result()
+                for u, res in zip(job, outcomes):
+                    plan = by_target[u["target"]]
+                    line = {"unit": [u["first"], u["stop"]], "file": u["path"], "time": time.time()}
+                    if isinstance(res, BaseException) or "error" in res:
+                        reason = res["error"] if isinstance(res, dict) else str(res) \
+                            if type(res).__name__ != "KilledWorker" else \
+                            f"{u['path']}: windows {u['first']}..{u['stop'] - 1} killed their worker repeatedly ({res})"
+                        plan["entry"].update(status="skipped", reason=reason)
+                        _journal(out, {**line, "status": "failed", "reason": reason})
+                    else:
+                        c = counts_of.setdefault(id(plan), {"n_windows": 0, "n_cached": 0, "n_computed": 0})
+                        for k in c:
+                            c[k] += res[k]
+                        _journal(out, {**line, "status": "done", **res})
+                        left[id(plan)] -= 1
+                        if left[id(plan)] == 0 and plan["entry"].get("status") != "skipped":
+                            assemble(plan)
+                    bar.update(u["stop"] - u["first"])
             bar.close()
         finally:
             PROCESS_CACHE.pop(local_key, None)
@@ -677,6 +834,7 @@ def detect_files(probe_path: str | os.PathLike, inputs: Sequence[str | os.PathLi
             "estimate": est, "executor": {"type": type(executor).__name__, "workers": workers,
                                           "scheduler": getattr(executor, "scheduler", None)},
             "chunk_s": chunk_s, "n_units": sum(len(p["units"]) for p in plans), "n_units_run": len(todo),
+            "group_windows": group_windows, "n_jobs": len(jobs),
             "clapnb_version": __version__,
         }
         if random_weights:

@@ -144,6 +144,24 @@ def test_chunked_equals_unchunked_events_and_embeddings(arc):
         np.testing.assert_array_equal(r, c)  # bit-identical embeddings
 
 
+def test_batches_across_files_equal_one_unit_per_job(arc):
+    """Short units share forward batches (the reference groups the two clips with the corrupt file):
+    the same outputs as one unit per job, the corrupt file still skipped alone with its reason."""
+    rec = arc["ref"].record
+    assert rec["n_jobs"] < rec["n_units_run"]
+    out, res = _run(arc, "ungrouped", group_windows=0)
+    assert res.record["n_jobs"] == res.record["n_units_run"] == rec["n_units_run"]
+    _same_outputs(arc["out"] / "ref", out)
+    st = {os.path.basename(f["file"]): f for f in res.record["files"]}
+    ref_st = {os.path.basename(f["file"]): f for f in rec["files"]}
+    assert st["corrupt.flac"]["reason"] == ref_st["corrupt.flac"]["reason"]
+    for name in st:
+        if name != "corrupt.flac":  # every window computed once, in either way
+            assert st[name]["n_computed"] == ref_st[name]["n_computed"] == st[name]["n_windows"]
+    grouped = [g for g in archive.group_units([{"first": 0, "stop": n} for n in (4, 4, 7, 44, 20, 3)], 18)]
+    assert [[u["stop"] for u in g] for g in grouped] == [[4, 4, 7], [44], [20], [3]]
+
+
 def test_chunk_ranges_cover_every_window_once():
     starts = np.arange(0, 100, 0.5)
     for chunk in (None, 1.0, 7.3, 30.0, 1000.0):
@@ -188,11 +206,11 @@ def _units(arc, chunk_s):
 
 def test_killed_client_rerun_does_only_the_missing_units(arc):
     with pytest.raises(KeyboardInterrupt):
-        _run(arc, "client", chunk_s=10.0, executor=Interrupted(4))
+        _run(arc, "client", chunk_s=10.0, executor=Interrupted(4), group_windows=0)  # a job = a unit
     journal = arc["out"] / "client" / "journal.jsonl"
     first = [json.loads(x) for x in journal.read_text().splitlines()]
     assert len(first) == 4 and all("unit" in j for j in first)
-    out, res = _run(arc, "client", chunk_s=10.0)
+    out, res = _run(arc, "client", chunk_s=10.0, group_windows=0)
     second = [json.loads(x) for x in journal.read_text().splitlines()][4:]
     unit = lambda j: (j["file"], *j["unit"])  # noqa: E731
     done_first = {unit(j) for j in first if j["status"] == "done"}
