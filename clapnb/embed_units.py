@@ -14,7 +14,7 @@ killed worker, or two sweeps on one cache, never store a row twice). Then the em
 each length finds every row in the cache; a unit that failed leaves its rows to that stage, so
 nothing is lost and the rows are the same. A rerun plans only what is still missing.
 
-The estimate measures a few segments on this machine (decode + embed, after a warm-up batch) at
+The estimate measures a batch of segments on this machine (decode + embed, after a warm-up batch) at
 the shortest and the longest length to embed, interpolates in the length for the others, and
 prints ``segments to embed x s/segment / workers`` (+ worker start-up) and the cache's storage.
 """
@@ -219,31 +219,35 @@ def embed_units(p: Plan, config: StudyConfig, executor, *, backbone=None, log: L
 
 # --- the cost estimate ----------------------------------------------------------------------------
 
-def measure(backbone, p: Plan, *, n: int = 8) -> dict | None:
-    """Seconds per segment (decode + embed) at the shortest and the longest length to embed, timed on the
-    first ``n`` rows of each in the stage's order (after one warm-up batch), on this machine."""
+def measure(backbone, p: Plan, *, n: int = EMBED_BATCH) -> dict | None:
+    """Seconds per segment (decode + embed) at the shortest and the longest length to embed, on this machine.
+
+    At each, the first ``n`` to-do rows in the stage's order are decoded and embedded untimed (first
+    reads, lazy initialisation, JIT), then the next ``n`` are timed, as the stage would process them.
+    ``warmup_s`` is what the untimed rows cost beyond their share: a fresh worker pays it once.
+    """
     from clapnb.embeddings import iter_segment_audio
+
+    def run(rows: pd.DataFrame, lowpass: float | None) -> float:
+        t0 = time.perf_counter()
+        waves = [w for _, w in sorted(iter_segment_audio(rows.reset_index(drop=True), backbone.sample_rate, lowpass),
+                                      key=lambda item: item[0])]
+        for a in range(0, len(waves), EMBED_BATCH):
+            backbone.embed_audio(waves[a:a + EMBED_BATCH])
+        return time.perf_counter() - t0
 
     lengths = [k for k, t in sorted(p.todo.items()) if len(t)]
     if not lengths:
         return None
-    points, warmup = {}, 0.0
+    points, warmup, measured = {}, 0.0, 0
     for k in dict.fromkeys([lengths[0], lengths[-1]]):
-        rows = p.todo[k].iloc[: n + 1].reset_index(drop=True)
-        t0 = time.perf_counter()
-        waves = [w for _, w in sorted(iter_segment_audio(rows, backbone.sample_rate, p.lowpass_hz.get(k)),
-                                      key=lambda item: item[0])]
-        decode = (time.perf_counter() - t0) / len(waves)
-        t1 = time.perf_counter()
-        backbone.embed_audio(waves[:1])  # warm-up (JIT, lazy initialisation, first allocation)
-        warmup = max(warmup, time.perf_counter() - t1)
-        timed = waves[1:] or waves
-        t2 = time.perf_counter()
-        for a in range(0, len(timed), EMBED_BATCH):
-            backbone.embed_audio(timed[a:a + EMBED_BATCH])
-        points[int(k)] = decode + (time.perf_counter() - t2) / len(timed)
-    return {"s_per_segment": points, "segments_measured": int(sum(min(len(p.todo[k]), n + 1) for k in points)),
-            "warmup_s": round(warmup, 3)}
+        rows = p.todo[k].iloc[: 2 * n]
+        warm, timed = (rows.iloc[:n], rows.iloc[n:]) if len(rows) > n else (rows.iloc[:1], rows)
+        first = run(warm, p.lowpass_hz.get(k))
+        points[int(k)] = run(timed, p.lowpass_hz.get(k)) / len(timed)
+        warmup = max(warmup, first - points[int(k)] * len(warm))
+        measured += len(timed)
+    return {"s_per_segment": points, "segments_measured": measured, "warmup_s": round(warmup, 3)}
 
 
 def s_per_segment(measured: dict, length_s: int) -> float:

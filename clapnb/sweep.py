@@ -388,12 +388,8 @@ def run_variants(configs: StudyConfig | Sequence[StudyConfig], run_dir: str | os
         if len(configs) > 1 or first.protocol == "folds" or len(first.seed_list) > 1:
             log("dry run: the estimate covers the main run; the other bandwidth settings and repeats are not counted")
         return [run_sweep(first, main.root, jobs=jobs, rebuild=rebuild, log=log, dry_run=True)]
-    if configs[0].uses_units:  # refuse bad data / a mismatched folder before starting a cluster
-        from clapnb import inputs
-
-        check_compatible(main.root, configs[0].resolved(), rebuild=rebuild)
-        inputs.check_run_inputs(configs[0].resolved())
-    embed_executor = make_embed_executor(configs[0].resolved())  # one cluster for every setting and repeat
+    # one executor for every setting and repeat, started on the first unit (after run_sweep's checks)
+    embed_executor = make_embed_executor(configs[0].resolved())
     try:
         return _run_variants(configs, main, jobs=jobs, rebuild=rebuild, log=log, estimate=estimate,
                              embed_executor=embed_executor)

@@ -74,6 +74,9 @@ def test_every_study_field_is_a_flag_with_the_one_default(capsys):
     ({"backbone": "nope"}, "unknown backbone 'nope'"),
     ({"harmonise_bandwidth": "-3"}, "--harmonise-bandwidth '-3'"),
     ({"probe_grid": "lr"}, "grid entry 'lr'"),
+    ({"scheduler": "cluster-1"}, "--scheduler 'cluster-1'"),
+    ({"workers": 0}, "--workers 0"),
+    ({"unit_segments": 40}, "--unit-segments 40: give a positive multiple of 16"),
 ])
 def test_one_validation(values, message):
     with pytest.raises(InputError, match=re.escape(message)):
