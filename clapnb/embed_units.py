@@ -21,8 +21,10 @@ prints ``segments to embed x s/segment / workers`` (+ worker start-up) and the c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -219,12 +221,33 @@ def embed_units(p: Plan, config: StudyConfig, executor, *, backbone=None, log: L
 
 # --- the cost estimate ----------------------------------------------------------------------------
 
-def measure(backbone, p: Plan, *, n: int = EMBED_BATCH) -> dict | None:
+@contextlib.contextmanager
+def threads_limited(threads: int | None):
+    """BLAS/OpenMP (and torch, when loaded) limited to ``threads`` here: time work as a worker with that many does."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        if torch is not None:
+            torch.set_num_threads(int(threads))
+        with threadpool_limits(int(threads)):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
+
+
+def measure(backbone, p: Plan, *, n: int = EMBED_BATCH, threads: int | None = None) -> dict | None:
     """Seconds per segment (decode + embed) at the shortest and the longest length to embed, on this machine.
 
     At each, the first ``n`` to-do rows in the stage's order are decoded and embedded untimed (first
     reads, lazy initialisation, JIT), then the next ``n`` are timed, as the stage would process them.
     ``warmup_s`` is what the untimed rows cost beyond their share: a fresh worker pays it once.
+    ``threads``: time at a worker's BLAS/torch threads (a Dask worker has one), not this process's.
     """
     from clapnb.embeddings import iter_segment_audio
 
@@ -243,11 +266,13 @@ def measure(backbone, p: Plan, *, n: int = EMBED_BATCH) -> dict | None:
     for k in dict.fromkeys([lengths[0], lengths[-1]]):
         rows = p.todo[k].iloc[: 2 * n]
         warm, timed = (rows.iloc[:n], rows.iloc[n:]) if len(rows) > n else (rows.iloc[:1], rows)
-        first = run(warm, p.lowpass_hz.get(k))
-        points[int(k)] = run(timed, p.lowpass_hz.get(k)) / len(timed)
+        with threads_limited(threads):
+            first = run(warm, p.lowpass_hz.get(k))
+            points[int(k)] = run(timed, p.lowpass_hz.get(k)) / len(timed)
         warmup = max(warmup, first - points[int(k)] * len(warm))
         measured += len(timed)
-    return {"s_per_segment": points, "segments_measured": measured, "warmup_s": round(warmup, 3)}
+    return {"s_per_segment": points, "segments_measured": measured, "warmup_s": round(warmup, 3),
+            "threads": threads}
 
 
 def s_per_segment(measured: dict, length_s: int) -> float:
@@ -288,11 +313,13 @@ def estimate_line(est: dict) -> str:
             "probe and notebooks come on top)")
 
 
-def sweep_estimate(p: Plan, backbone, *, workers: int, fresh_workers: bool, load_s: float = 0.0) -> dict:
+def sweep_estimate(p: Plan, backbone, *, workers: int, fresh_workers: bool, load_s: float = 0.0,
+                   threads: int | None = None) -> dict:
     """Measure and estimate in one call (what ``clapnb sweep`` prints before its work and for ``--dry-run``).
 
-    ``fresh_workers``: each worker loads its own backbone (``load_s``, as measured here) and warms it up.
+    ``fresh_workers``: each worker loads its own backbone (``load_s``, as measured here) and warms it up;
+    ``threads``: each worker's BLAS/torch threads (None: this process's).
     """
-    measured = measure(backbone, p) if p.n_todo else None
+    measured = measure(backbone, p, threads=threads) if p.n_todo else None
     startup = (load_s + measured["warmup_s"]) if fresh_workers and measured else 0.0
     return estimate(p, measured, workers, startup)

@@ -251,14 +251,15 @@ def run_sweep(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 1,
             own.close()
 
 
-def _estimate_workers(config: StudyConfig, jobs: int, embed_executor=None) -> tuple[int, bool]:
-    """``(workers, fresh)``: how many processes embed at once, and whether each loads its own backbone."""
-    if embed_executor is not None:
-        return max(1, int(embed_executor.workers)), True
-    if config.uses_units:
-        return config.embed_workers, True
+def _estimate_workers(config: StudyConfig, jobs: int, embed_executor=None) -> tuple[int, bool, int | None]:
+    """``(workers, fresh, threads)``: how many processes embed at once, whether each loads its own backbone,
+    and the BLAS/torch threads each has (a Dask worker 1, a local process cores / N; None: this process's)."""
+    cores = os.cpu_count() or 1
+    if embed_executor is not None or config.uses_units:
+        n = max(1, int(embed_executor.workers)) if embed_executor is not None else config.embed_workers
+        return n, True, 1 if config.scheduler else max(1, cores // n)
     n = min(max(1, int(jobs)), len(config.length_list))
-    return n, n > 1
+    return n, n > 1, max(1, cores // int(jobs)) if int(jobs) > 1 else None
 
 
 def _timed_backbone(config: StudyConfig) -> tuple[object, float]:
@@ -276,14 +277,15 @@ def dry_run_estimate(run: RunFolder, config: StudyConfig, *, jobs: int = 1, log:
     if not tables:
         raise InputError(f"{config.data}: no length has segments to plan (see 'clapnb segments' for the reason)")
     backbone, load_s = _timed_backbone(config)
-    workers, fresh = _estimate_workers(config, jobs)
+    workers, fresh, threads = _estimate_workers(config, jobs)
     if config.scheduler and config.scheduler != "local":
         from clapnb.dask_executor import DaskExecutor  # the cluster's own count, without starting work
 
         with DaskExecutor(config.scheduler) as ex:
             workers = ex.workers
     plan = embed_units.plan(tables, backbone)
-    est = embed_units.sweep_estimate(plan, backbone, workers=workers, fresh_workers=fresh, load_s=load_s)
+    est = embed_units.sweep_estimate(plan, backbone, workers=workers, fresh_workers=fresh, load_s=load_s,
+                                     threads=threads)
     log(embed_units.estimate_line(est))
     return SweepOutcome(run.root, estimate=est)
 
@@ -306,9 +308,9 @@ def _run(run: RunFolder, config: StudyConfig, executor, *, rebuild: bool, log: L
         plan = embed_units.plan(tables, backbone) if tables else None
         if plan is not None and (estimate or (estimate is None and (
                 embed_executor is not None or plan.n_todo >= embed_units.ESTIMATE_MIN_SEGMENTS))):
-            workers, fresh = _estimate_workers(config, executor.workers, embed_executor)
+            workers, fresh, threads = _estimate_workers(config, executor.workers, embed_executor)
             outcome.estimate = embed_units.sweep_estimate(plan, backbone, workers=workers, fresh_workers=fresh,
-                                                          load_s=load_s)
+                                                          load_s=load_s, threads=threads)
             log(embed_units.estimate_line(outcome.estimate))
         if plan is not None and embed_executor is not None:
             t_units = time.monotonic()
