@@ -185,6 +185,21 @@ def test_weights_path_that_does_not_exist(tmp_path):
         backbones.load_backbone("msclap-2023", weights=tmp_path / "nope.pth")
 
 
+def test_the_nonfinite_check_finds_every_bad_value_and_no_overflow():
+    from clapnb.backbones.hub import _has_nonfinite
+
+    big = torch.full((4,), 3e38)  # finite values whose sum overflows: not a bad checkpoint
+    assert not _has_nonfinite(big) and not _has_nonfinite(big.to(torch.bfloat16))
+    assert not _has_nonfinite(torch.arange(5)) and not _has_nonfinite(torch.zeros(0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            t = torch.ones(1000, dtype=dtype)
+            t[417] = bad
+            assert _has_nonfinite(t), (bad, dtype)
+    assert _has_nonfinite(torch.tensor([float("inf"), -float("inf"), 1.0]))  # inf - inf: NaN sum
+    assert _has_nonfinite(torch.tensor([3e38, 3e38, float("nan")]))  # overflow and a NaN
+
+
 def test_pth_files_that_are_not_checkpoints(tmp_path, standin_dir):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(os.urandom(4096))

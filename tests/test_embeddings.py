@@ -98,8 +98,8 @@ def segments(clips) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def clap(standin_dir):
-    return backbones.load_backbone("msclap-2023", device="cpu")
+def clap(clap_2023):
+    return clap_2023  # the session's stand-in: one load less
 
 
 @pytest.fixture(scope="module")

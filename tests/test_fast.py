@@ -42,8 +42,8 @@ def waves(clip_paths) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def clap(standin_dir):
-    return backbones.load_backbone("msclap-2023", device="cpu", batch_size=4)
+def clap(clap_2023):
+    return clap_2023  # the session's stand-in (same arguments): one load less
 
 
 @pytest.fixture(scope="module")

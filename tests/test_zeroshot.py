@@ -151,12 +151,10 @@ def _build_run(envsounds, envsounds_meta, out, backbone_args):
 
 
 @pytest.fixture(scope="module")
-def standin_run(standin_dir, envsounds, envsounds_meta, tmp_path_factory):
-    from clapnb import backbones
-
+def standin_run(clap_2023, envsounds, envsounds_meta, tmp_path_factory):
     run = _build_run(envsounds, envsounds_meta, tmp_path_factory.mktemp("zs"),
                      ["--backbone", "msclap-2023", "--device", "cpu"])
-    return run, backbones.load_backbone("msclap-2023", device="cpu")
+    return run, clap_2023  # the session's stand-in: one load less
 
 
 def test_zeroshot_run_with_standin_matches_numpy(standin_run, standin_dir):

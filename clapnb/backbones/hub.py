@@ -77,6 +77,20 @@ def weights_sha256(path: str | os.PathLike) -> str:
     return digest
 
 
+def _has_nonfinite(t) -> bool:
+    """Whether a floating tensor holds NaN or an infinity, in one cheap pass for the usual answer (no).
+
+    A sum is finite only if every element is (NaN and infinities propagate), so a finite sum settles
+    it without the element-wise mask that costs ~5x more over a 200-MB checkpoint; a non-finite sum
+    (a bad value, or an overflow of finite ones) is settled by the exact test.
+    """
+    import torch
+
+    if not t.is_floating_point():
+        return False
+    return not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all())
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a msclap-style checkpoint (``{'model': state_dict, ...}``) or raise :class:`CheckpointError`."""
     import torch
@@ -101,7 +115,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     bad = [k for k, v in obj["model"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: 'model' entries that are not tensors: {bad[:8]}")
-    nonfinite = [k for k, v in obj["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    nonfinite = [k for k, v in obj["model"].items() if _has_nonfinite(v)]
     if nonfinite:
         raise CheckpointError(f"{path}: tensors with NaN or infinite values: {nonfinite[:8]}"
                               f"{' ...' if len(nonfinite) > 8 else ''}; the file is corrupt, fetch it again")
