@@ -73,3 +73,27 @@ def require_birdnet() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg + " -- CI must cover the BirdNET backbone")
         pytest.skip(msg)
+
+
+#: ESC-50 classes of the small MFCC probe study (one source: no source shortcut).
+PROBE_STUDY_LABELS = ["dog", "rooster", "siren", "church_bells", "helicopter", "crickets"]
+
+
+@pytest.fixture(scope="session")
+def mfcc_probe_run(envsounds, envsounds_meta, tmp_path_factory) -> Path:
+    """``L02`` of a small study, built once per session (tests/test_probe.py, tests/test_birdnet.py):
+    6 ESC-50 classes x 12 independent recordings (``manifest.csv`` beside it), 2-s segments 16/4/4/4
+    split by recording, MFCC embeddings, the probe trained (``clapnb segments / embed / probe``).
+    Tests copy it before changing anything in it."""
+    from clapnb.cli import main
+
+    out = tmp_path_factory.mktemp("mfcc_probe_run")
+    distinct = envsounds_meta.drop_duplicates(["original_label", "freesound_id"])
+    small_manifest(distinct, envsounds, 12, PROBE_STUDY_LABELS).to_csv(out / "manifest.csv", index=False)
+    run = out / "L02"
+    assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
+                 "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
+    assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "mfcc",
+                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+    assert main(["probe", "--run", str(run)]) == 0
+    return run

@@ -152,29 +152,21 @@ def test_missing_extra_names_it(monkeypatch):
 
 # --- a small real-audio study: BirdNET + probe vs MFCC + probe vs BirdNET as-is ---------------
 
-LABELS = ["dog", "rooster", "siren", "church_bells", "helicopter", "crickets"]  # as tests/test_probe.py
-
-
 @pytest.fixture(scope="module")
-def small_study(envsounds, envsounds_meta, tmp_path_factory, bn):
-    """6 ESC-50 classes x 12 independent recordings, 2-s segments split by recording (as the MFCC
-    probe test), embedded with BirdNET and with MFCC through the CLI, a probe trained on each."""
-    from conftest import small_manifest
-
+def small_study(mfcc_probe_run, tmp_path_factory, bn):
+    """6 ESC-50 classes x 12 independent recordings, 2-s segments split by recording, embedded with
+    BirdNET and with MFCC through the CLI, a probe trained on each. The MFCC run is conftest's session
+    run (the MFCC probe test's); the BirdNET run is built here the same way from its manifest."""
     from clapnb.cli import main
 
     out = tmp_path_factory.mktemp("birdnet_study")
-    distinct = envsounds_meta.drop_duplicates(["original_label", "freesound_id"])
-    small_manifest(distinct, envsounds, 12, LABELS).to_csv(out / "manifest.csv", index=False)
-    runs = {}
-    for name in ("birdnet", "mfcc"):
-        run = runs[name] = out / name / "L02"
-        assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
-                     "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
-        assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", name,
-                     "--cache", str(out / "cache"), "--no-progress"]) == 0
-        assert main(["probe", "--run", str(run)]) == 0
-    return runs
+    run = out / "birdnet" / "L02"
+    assert main(["segments", "--data", str(mfcc_probe_run.parent / "manifest.csv"), "--label-column",
+                 "original_label", "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
+    assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "birdnet",
+                 "--cache", str(out / "cache"), "--no-progress"]) == 0
+    assert main(["probe", "--run", str(run)]) == 0
+    return {"birdnet": run, "mfcc": mfcc_probe_run}
 
 
 def pooled_accuracy(run, name="probe_predictions.parquet") -> tuple[float, int]:

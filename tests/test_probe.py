@@ -202,26 +202,11 @@ def test_training_reports_progress_lines_that_match_the_history():
     np.testing.assert_array_equal(same.probe.weight, res.probe.weight)  # reporting changes nothing
 
 
-LABELS = ["dog", "rooster", "siren", "church_bells", "helicopter", "crickets"]  # ESC-50 only: no source shortcut
-
-
 @pytest.fixture(scope="module")
-def mfcc_run(envsounds, envsounds_meta, tmp_path_factory):
-    """6 classes x 12 independent recordings, 2-s segments split by recording, MFCC features."""
-    from conftest import small_manifest
-
-    from clapnb.cli import main
-
-    out = tmp_path_factory.mktemp("mfcc_run")
-    distinct = envsounds_meta.drop_duplicates(["original_label", "freesound_id"])
-    small_manifest(distinct, envsounds, 12, LABELS).to_csv(out / "manifest.csv", index=False)
-    run = out / "L02"
-    assert main(["segments", "--data", str(out / "manifest.csv"), "--label-column", "original_label",
-                 "--length", "2", "--counts", "16,4,4,4", "--out", str(run)]) == 0
-    assert main(["embed", "--segments", str(run / "segments.parquet"), "--backbone", "mfcc",
-                 "--cache", str(out / "cache"), "--no-progress"]) == 0
-    assert main(["probe", "--run", str(run)]) == 0
-    return run
+def mfcc_run(mfcc_probe_run):
+    """6 classes x 12 independent recordings, 2-s segments split by recording, MFCC features
+    (conftest's session run, shared with tests/test_birdnet.py)."""
+    return mfcc_probe_run
 
 
 def test_mfcc_probe_beats_chance_on_held_out_recordings(mfcc_run):
