@@ -40,12 +40,28 @@ def process_cached(key: str, factory: Callable[[], Any]) -> Any:
     return PROCESS_CACHE[key]
 
 
+def worker_environ() -> dict:
+    """Dask's environment for new worker processes, without its ``MALLOC_TRIM_THRESHOLD_=65536``.
+
+    That setting returns freed memory to the system at once; for the large short-lived arrays of
+    decoding and feature extraction it makes a unit about 1.8x slower (measured: the same 60 MFCC
+    segments in 3.7-4.0 s vs 2.0-2.2 s on one worker). glibc's own adaptive threshold is used instead.
+    """
+    import dask
+    import distributed  # noqa: F401  (registers the distributed.* defaults)
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return env
+
+
 class DaskExecutor:
     """Runs jobs on a Dask cluster: a new LocalCluster (``"local"``) or an existing scheduler address."""
 
     def __init__(self, scheduler: str = "local", workers: int = 2, *, dashboard: bool = True,
                  gpus: Sequence[str] | None = None) -> None:
         """``gpus``: the devices to spread a LocalCluster's workers over (default: ``gpu_workers.visible_gpus()``)."""
+        import dask
         from distributed import Client, LocalCluster
 
         self.cluster = None
@@ -53,9 +69,10 @@ class DaskExecutor:
         if scheduler == "local":
             if int(workers) < 1:
                 raise InputError(f"--workers must be 1 or more, got {workers}")
-            self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                        dashboard_address=":0" if dashboard else None,
-                                        silence_logs=logging.CRITICAL)  # clapnb reports failed units itself
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+                self.cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                            dashboard_address=":0" if dashboard else None,
+                                            silence_logs=logging.CRITICAL)  # clapnb reports failed units itself
             self.client = Client(self.cluster)
             from clapnb import gpu_workers
 
