@@ -42,6 +42,8 @@ from clapnb.store import LengthFolder
 
 #: Bump when the key or shard layout changes: old caches are then simply not found.
 CACHE_FORMAT = 1
+#: A namespace gets its index once it holds more shards than this (until then a lookup scans them).
+INDEX_MIN_SHARDS = 4
 REQUIRED_COLUMNS = ("path", "sha256", "start_s", "end_s")
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: computed with the offline stand-in, not a trained CLAP model; "
                           "these numbers are NOT CLAP results")
@@ -259,6 +261,12 @@ class EmbeddingCache:
 
     # --- the index ----------------------------------------------------------------------------
 
+    def _small(self, adding: int = 0) -> bool:
+        """No index yet and few shards: a scan opens no more files than the index would (short recordings)."""
+        from clapnb.cache_index import INDEX_NAME
+
+        return not (self.dir / INDEX_NAME).exists() and len(self._shards()) + adding <= INDEX_MIN_SHARDS
+
     def _connect(self):
         """A connection to the index, brought in line with the shards on disk; None: scan instead."""
         from clapnb import cache_index
@@ -310,7 +318,7 @@ class EmbeddingCache:
         if gone:
             notice(f"embedding cache {self.dir}: {len(gone)} indexed shard(s) are no longer on disk "
                    "(deleted by hand?); their rows count as missing and are recomputed")
-        if new:
+        if new and not (fresh and len(new) <= 2 * INDEX_MIN_SHARDS):  # (a namespace outgrowing the scan: quiet)
             why = ("a cache from before the index, or a lost index" if fresh else
                    "written by a process that stopped before indexing them, or copied in")
             notice(f"embedding cache {self.dir}: indexed {added} shard(s) the index lacked ({why})")
@@ -335,6 +343,8 @@ class EmbeddingCache:
 
         if not self.dir.is_dir():
             return {}
+        if self._small():
+            return self._scan(keys)
         con = self._connect()
         if con is None:
             return self._scan(keys)
@@ -403,7 +413,7 @@ class EmbeddingCache:
         np.savez(buf, keys=np.asarray(keys), X=X, sha256=np.asarray(shard_checksum(keys, X)))
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
         target = self.dir / f"shard-{name}.npz"
-        con = self._connect()
+        con = None if self._small(adding=1) else self._connect()
         if con is None:
             return io.atomic_write_bytes(target, buf.getvalue())
         try:

@@ -113,6 +113,21 @@ def test_a_stale_index_is_never_trusted(rows, tmp_path, capfd):
     _same(found, left, X[[keys.index(k) for k in left]])
 
 
+def test_a_small_namespace_is_scanned_until_it_outgrows_the_scan(rows, tmp_path, capfd):
+    """A short recording's few shards need no index; the fifth shard creates it, quietly, with every shard in it."""
+    keys, X = rows
+    c = EmbeddingCache(tmp_path, NS)
+    for s in range(0, 40, 10):
+        c.write(keys[s:s + 10], X[s:s + 10])
+        _same(c.lookup(keys[:s + 10]), keys[:s + 10], X[:s + 10])
+    assert not (c.dir / cache_index.INDEX_NAME).exists()
+    c.write(keys[40:50], X[40:50])
+    assert (c.dir / cache_index.INDEX_NAME).exists()
+    fresh = EmbeddingCache(tmp_path, NS)
+    _same(fresh.lookup(keys[45:50]), keys[45:50], X[45:50])
+    assert fresh.shards_read == 1 and capfd.readouterr().err == ""
+
+
 def test_two_processes_write_one_cache_at_once(rows, tmp_path):
     """Two writers (real processes), each 24 shards, 12 of them the same: one index row per key, no damage."""
     keys, X = rows
@@ -154,14 +169,14 @@ def test_two_processes_write_one_cache_at_once(rows, tmp_path):
 def test_an_index_sqlite_cannot_open_falls_back_to_scanning(rows, tmp_path, capfd):
     """Where SQLite cannot work (here: a folder in the index's place; a read-only cache alike): same rows."""
     keys, X = rows
-    c = _fill(tmp_path, keys[:40], X[:40])
+    c = _fill(tmp_path, keys[:80], X[:80])
     for suffix in ("", "-wal", "-shm"):
         Path(str(c.dir / cache_index.INDEX_NAME) + suffix).unlink(missing_ok=True)
     (c.dir / cache_index.INDEX_NAME).mkdir()
     capfd.readouterr()
     fresh = EmbeddingCache(tmp_path, NS)
-    _same(fresh.lookup(keys[:40]), keys[:40], X[:40])
-    fresh.write(keys[40:50], X[40:50])
-    _same(fresh.lookup(keys[:50]), keys[:50], X[:50])
+    _same(fresh.lookup(keys[:80]), keys[:80], X[:80])
+    fresh.write(keys[80:90], X[80:90])
+    _same(fresh.lookup(keys[:90]), keys[:90], X[:90])
     err = capfd.readouterr().err
     assert err.count("cannot keep its index") == 1 and "reading every shard instead" in err
