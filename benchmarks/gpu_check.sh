@@ -13,6 +13,9 @@
 #     bash benchmarks/gpu_check.sh                              # CUDA; table in $OUT/gpu_precision.txt
 #     DEVICE=cpu BATCHES=2 N=4 BUDGET=100 bash benchmarks/gpu_check.sh   # the same path on a CPU, tiny
 #
+# Then (issue 16) benchmarks/short_clips.py on a Dask LocalCluster: WORKERS (1,2,4; none skips it),
+# CLIPS (512), E2E_BATCH (128), E2E_BUDGET (240 s): $OUT/gpu_short_clips.json, ratio to the forward-only ceiling.
+#
 # Environment knobs: OUT (default /tmp/clapnb-gpu), DEVICE (cuda), BATCHES (32,128), N (inputs per
 # round, 256), VARIANTS (fp32,bf16,bf16+compile), PYTHON (python3), INSTALL_WHEELS (yes; no where
 # the packages are installed already), BUDGET (seconds for everything, 140): compiled
@@ -74,3 +77,16 @@ log "benchmark on $DEVICE, batches $BATCHES, $N inputs, variants $VARIANTS, $lef
     --clips .gpuclips --standin "$STANDIN" --no-e2e --repeat 2 --budget-s "$left" \
     --out "$OUT/gpu_precision.txt" 2>>"$OUT/gpu_check.log"
 log "done: $OUT/gpu_precision.txt"
+
+# Issue 16: detection over many short clips on this GPU through a Dask LocalCluster (one device per
+# worker, decoding in the workers, batches across files) against the forward-only ceiling of the same
+# windows: the ratio grouped / forward_only is the goal (>= 0.8). WORKERS=1,2,4 (default) worker
+# processes; CLIPS distinct copies of .gpuclips/ (default 512); E2E_BATCH (default 128).
+if [ "${WORKERS:-1,2,4}" != none ]; then
+    log "detect over ${CLIPS:-512} short clips: --scheduler local --workers ${WORKERS:-1,2,4}, batch ${E2E_BATCH:-128}"
+    timeout "${E2E_BUDGET:-240}" "$PYTHON" benchmarks/short_clips.py --device "$DEVICE" --backbones msclap-2023 \
+        --standin "$STANDIN" --clips-dir .gpuclips --clips "${CLIPS:-512}" --batch-size "${E2E_BATCH:-128}" \
+        --scheduler local --workers "${WORKERS:-1,2,4}" --repeat 1 --out "$OUT/gpu_short_clips.json" \
+        2>>"$OUT/gpu_check.log" | tee -a "$OUT/gpu_check.log" || log "short_clips stopped (exit $?): see the log"
+    log "done: $OUT/gpu_short_clips.json"
+fi
