@@ -6,7 +6,8 @@
 
 An archive of ``--clips`` real clips from ../shared (ESC-50 / UrbanSound8K, 4-5 s: 1-2 windows of
 4 s every 2 s each; or ``--clips-dir DIR``: that many distinct copies of DIR's clips), a RANDOM linear probe (throughput only), an empty cache per run, through
-``detect.detect_files`` in one run per way, interleaved ``--repeat`` times (best kept):
+``detect.detect_files`` in one run per way, interleaved ``--repeat`` times (best kept), after a
+warm-up run on the same executor (imports, backbone loads, JIT):
 
 * ``grouped``: the default, short units packed into jobs whose windows share forward batches
   (``group_windows`` = 4 batches);
@@ -105,6 +106,11 @@ def run(name: str, args, files: list[str], tmp: Path, workers: int | None) -> di
                  "scheduler": args.scheduler, "workers": workers or 1}
     ex = make_executor(args.scheduler, workers) if args.scheduler else None
     try:
+        err = _io.StringIO()
+        with contextlib.redirect_stderr(err):  # warm-up: every worker imports, loads the backbone and JITs once
+            detect.detect_files(probe_path, files[:2 * (workers or 1)], tmp / f"{name}-{workers}-warm", hop_s=2.0,
+                                backbone=bb if ex is None else None, device=args.device, cache_dir=tmp / "warm-cache",
+                                batch_size=args.batch_size, executor=ex, group_windows=0)
         best: dict = {}
         for rep in range(args.repeat):
             for way, group in (("grouped", None), ("per_file", 0)):
