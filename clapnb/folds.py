@@ -42,8 +42,9 @@ def _source(recordings: pd.DataFrame) -> pd.Series:
 def fold_numbers(recordings: pd.DataFrame) -> tuple[pd.Series, int, list[str]]:
     """Per recording its (possibly merged) fold 1..n, the number of folds n, and notices.
 
-    Refuses recordings without a fold, a source with a single fold, and a group that spans folds
-    (it would leak between test and train).
+    Refuses recordings without a fold, a source with a single fold, and a group whose recordings of
+    one label span folds (it would leak between test and train); a group giving *different* labels to
+    different folds is the data set's own protocol (ESC-50 has two): kept, with a notice.
     """
     rec = recordings[recordings["class"].notna()] if "class" in recordings.columns else recordings
     if "fold" not in rec.columns or rec["fold"].isna().any():
@@ -65,12 +66,39 @@ def fold_numbers(recordings: pd.DataFrame) -> tuple[pd.Series, int, list[str]]:
         notices.append(f"notice: sources have different fold counts; {merged} put on {n} folds "
                        f"(fold f -> (f-1) % {n} + 1)")
     out = (fold - 1) % n + 1
-    spans = pd.DataFrame({"group": rec["group"], "fold": out}).groupby("group")["fold"].nunique()
-    if (spans > 1).any():
-        g = spans[spans > 1].index[0]
+    table = pd.DataFrame({"group": rec["group"], "fold": out, "source": src,
+                          "class": rec[next((c for c in ("label", "class") if c in rec.columns), "group")]})
+    # One recording published in two data sets (a freesound clip in ESC-50 and in UrbanSound8K): each
+    # set's folds are official but they do not know of each other, so the group follows the fold it has
+    # in the source with the fewest folds (whose folds are kept as they are) rather than leak.
+    rank = {s: (max(f), s) for s, f in per_source.items()}
+    crossing = table.groupby("group").filter(lambda t: t["source"].nunique() > 1 and t["fold"].nunique() > 1)
+    if len(crossing):
+        anchor = (crossing.assign(rank=crossing["source"].map(rank)).sort_values(["group", "rank", "fold"])
+                  .drop_duplicates("group").set_index("group")["fold"])
+        moved = table["group"].isin(anchor.index)
+        table.loc[moved, "fold"] = table.loc[moved, "group"].map(anchor).to_numpy()
+        out = table["fold"].astype(int)
+        shown = ", ".join(f"{g} -> fold {int(f)}" for g, f in list(anchor.items())[:3])
+        notices.append(f"notice: {len(anchor)} recording group(s) appear in two data sets with different folds, "
+                       f"e.g. {shown}; each put in the fold of the data set with the fewest folds, so it is in "
+                       "one split only")
+    spans = table.groupby("group")["fold"].nunique()
+    per_class = table.groupby(["group", "class"])["fold"].nunique()
+    if (per_class > 1).any():
+        g, _ = per_class[per_class > 1].index[0]
         raise InputError(f"--protocol folds: group {g} has recordings in {int(spans[g])} folds; one source "
                          "recording in two folds leaks between test and train. Fix the manifest's fold column "
                          "or use --protocol paper (it splits by group)")
+    if (spans > 1).any():
+        # ESC-50 itself does this (freesound 134049: hen in fold 2, rooster in fold 3, both chicken_coop
+        # here: the labels, not our classes, tell the data set's own choice); its published
+        # figures keep those folds, so we keep them too and say so rather than refuse the data set.
+        folds_of = table.groupby("group")["fold"].agg(lambda f: sorted({int(x) for x in f}))
+        shown = ", ".join(f"{g} (folds {', '.join(map(str, folds_of[g]))})" for g in spans[spans > 1].index[:3])
+        notices.append(f"notice: {int((spans > 1).sum())} group(s) give recordings of different labels to "
+                       f"different official folds, e.g. {shown}; kept as the data set gives them (its published "
+                       "protocol does), so these source recordings are shared between test and train")
     return out, n, notices
 
 

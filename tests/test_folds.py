@@ -74,6 +74,23 @@ def test_sources_with_different_fold_counts_are_merged_onto_the_smaller():
     assert number.tolist()[5:] == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
 
 
+
+def test_a_recording_giving_two_classes_to_two_official_folds_is_kept_with_a_notice(envsounds_meta):
+    """ESC-50's own folds do this (hen / rooster from one freesound recording): keep them, say so."""
+    esc = envsounds_meta[envsounds_meta["source_dataset"] == "ESC-50"]
+    spans = esc.groupby("freesound_id")["fold"].nunique()
+    assert (spans > 1).any()  # the shared clips hold such a recording (134049: hen fold 2, rooster fold 3)
+    rows = [(f"/e/{f}.wav", "ESC-50", f"e{f}", f) for f in range(1, 6)]
+    table = _synthetic(rows + [("/e/r.wav", "ESC-50", "e1", 3)])
+    table["label"] = ["dog"] * 5 + ["rooster"]  # one class of ours (as hen/rooster -> chicken_coop), two labels
+    number, n, notes = folds.fold_numbers(table)
+    assert n == 5 and number.tolist() == [1, 2, 3, 4, 5, 3]
+    assert "e1 (folds 1, 3)" in notes[-1] and "shared between test and train" in notes[-1]
+    # the same recording in two data sets (freesound 106014: ESC-50 fold 2, UrbanSound8K fold 10): one fold
+    rows += [(f"/u/{f}.wav", "UrbanSound8K", f"u{f}", f) for f in range(1, 11)] + [("/u/x.wav", "UrbanSound8K", "e2", 9)]
+    number, n, notes = folds.fold_numbers(_synthetic(rows))
+    assert n == 5 and number.iloc[-1] == 2 and "e2 -> fold 2" in notes[-1]
+
 def test_fold_errors_are_one_line():
     rows = [(f"/e/{f}.wav", "ESC-50", f"e{f}", f) for f in range(1, 6)]
     with pytest.raises(InputError, match="leaks between test and train"):
