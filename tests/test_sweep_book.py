@@ -159,6 +159,9 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
             assert p.select("div.admonition.danger"), f"banner on L{n:02d}/{nb}"
             for cap in p.select("table caption"):
                 assert "msclap-2023" in cap.get_text() and "RANDOM WEIGHTS" in cap.get_text()
+            if nb == "03_linear_probe":  # what one split can resolve, the paper's 2100 segments and this run's
+                text = p.get_text(" ")
+                assert "With 2100 validation segments" in text and "0.97 points" in text, f"L{n:02d}/{nb}"
     dataset = html(site / "run" / "01_dataset.html")
     assert len(dataset.select("audio")) == len(LABELS), "one player per class on the dataset page"
     # what a new user hit: double table numbers, warnings, slugs, glued cells, a 50-MB book
