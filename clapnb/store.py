@@ -209,14 +209,19 @@ class RunFolder:
     # --- results ------------------------------------------------------------------------------
 
     def collect_results(self, lengths: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[dict]]:
-        """Rows of completed lengths (from their ``done`` markers) and the failures among ``lengths``."""
+        """Rows of completed lengths (those with a ``done`` marker) and the failures among ``lengths``."""
         rows, failed = [], []
         wanted = set(lengths) if lengths is not None else None
         for lf in self.length_folders():
             if wanted is not None and lf.length_s not in wanted:
                 continue
             if lf.done.is_file():
-                rows.append(io.read_json(lf.done)["row"])
+                # the row from the stage outputs as this code reads them (an older run gains new columns);
+                # the marker's own row when an output has gone
+                try:
+                    rows.append(length_row(lf))
+                except (OSError, ValueError, KeyError):
+                    rows.append(io.read_json(lf.done)["row"])
             elif lf.failed.is_file():
                 failed.append(io.read_json(lf.failed))
         frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

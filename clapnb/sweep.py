@@ -34,7 +34,7 @@ from clapnb.config import (  # noqa: F401  (names of the first sweep, kept for c
 from clapnb.errors import InputError, error_summary
 from clapnb.executor import make_executor
 from clapnb.store import DATASET_NOTEBOOK, PER_LENGTH_NOTEBOOKS, LengthFolder, RunFolder, length_row  # noqa: F401
-from clapnb.views import ViewRunner, notebooks_dir
+from clapnb.views import ViewRunner, notebooks_dir, sources_fingerprint
 
 Log = Callable[[str], None]
 #: The line every final summary of a random-weights run carries.
@@ -190,7 +190,7 @@ def render_length(views: ViewRunner, run: RunFolder, length_s: int, built: stage
     seconds = time.monotonic() - start
     row = length_row(lf)
     io.atomic_write_json(lf.done, {"row": row, "seconds": round(seconds + sum(built.seconds.values()), 1),
-                                   "stages": built.fingerprints})
+                                   "stages": built.fingerprints, "views": sources_fingerprint(PER_LENGTH_NOTEBOOKS)})
     log(f"L{length_s:02d} views: rendered in {seconds:.1f} s" + (" RANDOM WEIGHTS" if row["random_weights"] else ""))
     return LengthOutcome(length_s, "done", seconds + sum(built.seconds.values()),
                          random_weights=bool(row["random_weights"]))
@@ -200,7 +200,8 @@ def _views_current(lf: LengthFolder, built: stages.LengthBuild) -> bool:
     if not lf.done.is_file() or built.changed:
         return False
     done = io.read_json(lf.done)
-    return done.get("stages") == built.fingerprints and all(lf.notebook(nb).is_file() for nb in PER_LENGTH_NOTEBOOKS)
+    return (done.get("stages") == built.fingerprints and done.get("views") == sources_fingerprint(PER_LENGTH_NOTEBOOKS)
+            and all(lf.notebook(nb).is_file() for nb in PER_LENGTH_NOTEBOOKS))
 
 
 # --- the scheduler -------------------------------------------------------------------------------------

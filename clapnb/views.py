@@ -11,8 +11,10 @@ stages wrote, or stop with a message saying how to make the run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -40,6 +42,14 @@ def notebooks_dir() -> Path:
 def source_name(notebook: str) -> str:
     """``02_zero_shot.ipynb`` -> ``02_zero_shot.md``."""
     return Path(notebook).with_suffix(SOURCE_SUFFIX).name
+
+
+def sources_fingerprint(notebooks: Sequence[str]) -> str:
+    """sha256 over the MyST sources of ``notebooks``: a view rendered from other sources is stale."""
+    digest = hashlib.sha256()
+    for nb in notebooks:
+        digest.update(source_name(nb).encode() + b"\0" + (notebooks_dir() / source_name(nb)).read_bytes())
+    return digest.hexdigest()
 
 
 def read_source(notebook: str):

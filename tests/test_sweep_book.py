@@ -9,6 +9,7 @@ it must be reported while the others complete, and the rerun must redo only that
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from bs4 import BeautifulSoup
 
 import papermill
 
-from clapnb import cli, config, io, report, segments, standin, store, sweep
+from clapnb import cli, config, io, report, segments, standin, store, sweep, views
 
 from bookcheck import check_readable_book
 from conftest import small_manifest
@@ -169,7 +170,7 @@ def test_standin_sweep_reports_a_broken_length_resumes_and_builds_the_book(manif
 
 
 @pytest.mark.slow
-def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, tmp_path, capsys):
+def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, tmp_path, capsys, monkeypatch):
     """(a) of issue 9: L04 built with 4,2,2,2, then asked for 2,2,2,2 (mfcc: no model to load)."""
     run = store.RunFolder(tmp_path / "run")
     base = ["sweep", "--data", str(manifest), "--label-column", "original_label", "--backbone", "mfcc",
@@ -191,6 +192,23 @@ def test_sweep_into_a_folder_with_other_counts_is_refused_or_rebuilt(manifest, t
     assert rec["params"]["counts"] == "2,2,2,2"
     n_train = int((segments.read_segments(run.length(4).segments)["split"] == "train").sum())
     assert io.read_json(run.length(4).probe)["n_per_split"]["train"] == n_train
+    # a run made by older code: its rows gain the columns this code reads from the stage outputs, and a
+    # changed notebook source re-renders the views without rebuilding a stage
+    done = io.read_json(run.length(4).done)
+    io.atomic_write_json(run.length(4).done, {**done, "row": {k: v for k, v in done["row"].items()
+                                                              if k != "zeroshot_method"}})
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(views.notebooks_dir(), notebooks)
+    with (notebooks / "04_confusion.md").open("a", encoding="utf-8") as f:
+        f.write("\nA sentence added to the source after the run was rendered.\n")
+    monkeypatch.setenv("CLAPNB_NOTEBOOKS", str(notebooks))
+    capsys.readouterr()
+    assert cli.main(base + ["--counts", "2,2,2,2"]) == 0
+    err = capsys.readouterr().err
+    assert "L04 views: rendered" in err and ": rebuilding" not in err and ": building" not in err
+    assert "A sentence added" in run.length(4).notebook("04_confusion.ipynb").read_text(encoding="utf-8")
+    assert pd.read_csv(run.results_csv)["zeroshot_method"].tolist() == ["none"]
+    monkeypatch.delenv("CLAPNB_NOTEBOOKS")
     # the book of a backbone without text: one zero-shot note, no empty per-length pages (and the other fixes),
     # with a Review page of two review rounds (reviewed tables by hand)
     r1 = reviewed_round(tmp_path, "det1", [("dogs", .9), ("dogs", .6), ("sirens_alarms", .5)], ["accept", "reject", "accept"])
