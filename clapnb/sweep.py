@@ -437,8 +437,9 @@ def run_repeats(config: StudyConfig, run_dir: str | os.PathLike, *, jobs: int = 
                 log: Log = _stderr, views: bool = True, embed_executor=None,
                 estimate: bool | None = None) -> list[SweepOutcome]:
     """The sweep once per split seed (or test fold): the first in ``run_dir`` with its notebooks, each other
-    one in ``run_dir/repeats/seed-K`` (``fold-I``) without notebooks; the embeddings of real segments come
-    from the content-keyed cache. Then ``repeats.json``/``.csv``: every row with its repeat, the spread
+    one in ``run_dir/repeats/seed-K`` (``fold-I``) without notebooks; the embeddings of the segments and
+    noisy copies an earlier repeat had come from the content-keyed cache (a copy's noise is keyed by the
+    copy, :func:`clapnb.segments.noise_seed`). Then ``repeats.json``/``.csv``: every row with its repeat, the spread
     over repeats and the paired headline comparisons (:mod:`clapnb.repeats`)."""
     from clapnb import repeats as rp
     from clapnb.store import repeat_name

@@ -59,8 +59,14 @@ SLUGS: tuple[str, ...] = tuple(c.slug for c in CLASSES)
 BACKGROUND = "background"
 
 
+#: How tables for readers name the background class (files and code keep the slug).
+BACKGROUND_NAME = "Background (site residual)"
+
+
 def class_name(slug):
     """The paper's name of a class slug, for readers (anything that is not a slug comes back unchanged)."""
+    if slug == BACKGROUND:
+        return BACKGROUND_NAME
     return BY_SLUG[slug].name if isinstance(slug, str) and slug in BY_SLUG else slug
 
 #: Built-in mapping names and their files under ``clapnb/mappings``.

@@ -214,6 +214,7 @@ def test_notebook_tables_have_padded_cells_and_display_names():
     shown = report.display_names(cm)
     assert shown.index.tolist() == ["Dogs", "Bells"] and shown.columns.tolist() == ["Dogs", "Bells"]
     assert shown.index.name == "class" and cm.index.tolist() == ["dogs", "bells"]  # the input is untouched
+    assert report.display_names(pd.DataFrame({"true": ["background"]}))["true"].tolist() == ["Background (site residual)"]
 
 
 def test_dataset_tables_name_classes_as_the_paper_does():
