@@ -319,31 +319,22 @@ def embed_file_windows(path: str, sha256: str, backbone, probe, hop_s: float, *,
         # this cache: claim what this one computes, wait for what others claimed (locks.Claims).
         from clapnb import locks
 
-        claims = locks.Claims(cache.dir)
-        while not done.all():
-            with claims.guard():
-                more = cache.lookup([k for k, d in zip(keys, done) if not d])
-                for i, k in enumerate(keys):
-                    if not done[i] and k in more:
-                        X[i], done[i] = more[k], True
-                if done.all():
-                    break
-                busy = claims.others()
-                claimed = set().union(*busy.values()) if busy else set()
-                mine = np.array([not d and k not in claimed for k, d in zip(keys, done)])
-                token = claims.claim([keys[i] for i in np.flatnonzero(mine)]) if mine.any() else None
-            if token is not None:
-                try:
-                    compute(mine)
-                    n_computed += int(mine.sum())
-                finally:
-                    with claims.guard():
-                        claims.release(token)
-                continue
-            missing = {keys[i] for i in np.flatnonzero(~done)}
-            for other, their in busy.items():
-                if their & missing:
-                    claims.wait_for(other)
+        def refresh() -> set[str]:
+            more = cache.lookup([k for k, d in zip(keys, done) if not d])
+            for i, k in enumerate(keys):
+                if not done[i] and k in more:
+                    X[i], done[i] = more[k], True
+            return {keys[i] for i in np.flatnonzero(~done)}
+
+        def choose(claimed: set[str]) -> dict[str, int]:
+            return {keys[i]: int(i) for i in np.flatnonzero(~done) if keys[i] not in claimed}
+
+        def compute_claimed(mine: dict[str, int]) -> None:
+            mask = np.zeros(len(keys), dtype=bool)
+            mask[list(mine.values())] = True
+            compute(mask)
+
+        n_computed = locks.fill_claimed(cache.dir, refresh=refresh, choose=choose, compute=compute_claimed)
     n_cached = len(keys) - n_computed
     return table, X, {"n_windows": len(keys), "n_cached": n_cached, "n_computed": len(keys) - n_cached,
                       "duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,

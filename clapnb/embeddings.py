@@ -548,36 +548,22 @@ def compute_embeddings(segments: pd.DataFrame, backbone, *, cache_dir: str | os.
         # computes, skip what others claimed, then wait for them and read their rows.
         from clapnb import locks
 
-        claims = locks.Claims(cache.dir)
-        told: set[str] = set()
-        while not done.all():
-            with claims.guard():
-                take(cache.lookup([keys[p] for p in np.flatnonzero(~done)]))
-                if done.all():
-                    break
-                busy = claims.others()
-                claimed = set().union(*busy.values()) if busy else set()
-                todo_first: dict[str, int] = {}
-                for pos in work_order(segments):
-                    if not done[pos] and keys[pos] not in claimed:
-                        todo_first.setdefault(keys[pos], int(pos))
-                token = claims.claim(todo_first) if todo_first else None
-            if token is not None:
-                try:
-                    compute(todo_first)
-                    n_computed += len(todo_first)
-                finally:
-                    with claims.guard():
-                        claims.release(token)
-                continue
-            missing = {keys[p] for p in np.flatnonzero(~done)}
-            for other, their_keys in busy.items():
-                if their_keys & missing:
-                    if other not in told:
-                        told.add(other)
-                        print(f"clapnb: notice: waiting for another process (claim {other}) that is embedding "
-                              f"{len(their_keys & missing)} of these rows into {cache.dir}", file=sys.stderr, flush=True)
-                    claims.wait_for(other)
+        def refresh() -> set[str]:
+            take(cache.lookup([keys[p] for p in np.flatnonzero(~done)]))
+            return {keys[p] for p in np.flatnonzero(~done)}
+
+        def choose(claimed: set[str]) -> dict[str, int]:
+            todo_first: dict[str, int] = {}
+            for pos in work_order(segments):
+                if not done[pos] and keys[pos] not in claimed:
+                    todo_first.setdefault(keys[pos], int(pos))
+            return todo_first
+
+        def waiting(other: str, n: int) -> None:
+            print(f"clapnb: notice: waiting for another process (claim {other}) that is embedding "
+                  f"{n} of these rows into {cache.dir}", file=sys.stderr, flush=True)
+
+        n_computed = locks.fill_claimed(cache.dir, refresh=refresh, choose=choose, compute=compute, waiting=waiting)
     seconds = time.perf_counter() - t0
     n_cached = int((~computed_here).sum())
     meta = {

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -204,6 +204,45 @@ class Claims:
             return False
         lock.release()
         return True
+
+
+def fill_claimed(folder: str | os.PathLike, *, refresh: Callable[[], set[str]],
+                 choose: Callable[[set[str]], dict[str, int]], compute: Callable[[dict[str, int]], None],
+                 waiting: Callable[[str, int], None] | None = None) -> int:
+    """Compute the cache rows nobody has, with other processes filling the same cache at once.
+
+    Under :meth:`Claims.guard`: ``refresh()`` takes what the cache now holds and returns the keys
+    still missing; ``choose(claimed_by_others)`` returns the rows this process will compute (key ->
+    position), which it claims. Outside the guard it runs ``compute`` on them and releases the
+    claim once their rows are in the cache; when others hold everything missing it waits for them
+    (``waiting(token, n)`` is told once per other claim) and looks again. Returns how many rows it
+    computed. A claim whose process died is dropped by :meth:`Claims.others`, so its rows come back.
+    """
+    claims = Claims(folder)
+    told: set[str] = set()
+    n_computed = 0
+    while True:
+        with claims.guard():
+            missing = refresh()
+            if not missing:
+                return n_computed
+            busy = claims.others()
+            mine = choose(set().union(*busy.values()) if busy else set())
+            token = claims.claim(mine) if mine else None
+        if token is not None:
+            try:
+                compute(mine)
+                n_computed += len(mine)
+            finally:
+                with claims.guard():
+                    claims.release(token)
+            continue
+        for other, their in busy.items():
+            if their & missing:
+                if waiting is not None and other not in told:
+                    told.add(other)
+                    waiting(other, len(their & missing))
+                claims.wait_for(other)
 
 
 def _end_children(grace_s: float = 3.0) -> None:
