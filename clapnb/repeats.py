@@ -252,7 +252,12 @@ def headline_comparisons(long: pd.DataFrame, *, at_length: int = 4, level: float
     """
     rows = []
     lengths = sorted(int(v) for v in long["length_s"].unique())
-    for col, name in (("zeroshot_accuracy", "zero-shot"), ("probe_validation_accuracy", "probe")):
+    zs_name, vs_note = "zero-shot", ""
+    if "zeroshot_method" in long and (long["zeroshot_method"] == "as-is").all() and "zeroshot_label" in long:
+        # a model's own labels cover only some classes (BirdNET): say so wherever it meets the probe
+        zs_name = str(long["zeroshot_label"].dropna().iloc[0]) if long["zeroshot_label"].notna().any() else "as-is"
+        vs_note = " (not the same classes: the probe is on all of them)"
+    for col, name in (("zeroshot_accuracy", zs_name), ("probe_validation_accuracy", "probe")):
         if col not in long or long[col].dropna().empty:
             continue
         means = long.groupby("length_s")[col].mean().dropna()
@@ -271,8 +276,8 @@ def headline_comparisons(long: pd.DataFrame, *, at_length: int = 4, level: float
         a, b = _by_repeat(long, at, "probe_validation_accuracy"), _by_repeat(long, at, "zeroshot_accuracy")
         if a and b and set(a) & set(b):
             d = paired_difference(a, b, level=level)
-            rows.append({"comparison": f"probe vs zero-shot at {at} s", "a": f"probe {at} s",
-                         "b": f"zero-shot {at} s", **_diff_fields(d)})
+            rows.append({"comparison": f"probe vs {zs_name} at {at} s{vs_note}", "a": f"probe {at} s",
+                         "b": f"{zs_name} {at} s", **_diff_fields(d)})
     return pd.DataFrame(rows)
 
 

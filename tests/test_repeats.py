@@ -113,6 +113,16 @@ def test_spread_table_and_headline_comparisons_from_results_rows():
     assert pz["high"] - pz["low"] == pytest.approx(2 * stats.t.ppf(0.975, 3) * stats.sem(d))
 
 
+def test_an_as_is_baseline_is_named_with_its_classes_in_the_comparisons():
+    """BirdNET's own labels cover 10 of 20 classes: "probe vs zero-shot" would compare unlike sets."""
+    long = _rows({0: 0.0, 1: 0.05, 2: -0.03}).assign(zeroshot_method="as-is", zeroshot_label="as-is, 10 of 20 classes")
+    comp = repeats.headline_comparisons(long)
+    assert "probe vs as-is, 10 of 20 classes at 4 s (not the same classes: the probe is on all of them)" in set(
+        comp["comparison"])
+    assert any(c.startswith("as-is, 10 of 20 classes: 4 s (best) vs") for c in comp["comparison"])
+    assert not any("zero-shot" in c for c in comp["comparison"])
+
+
 def test_resolution_note_numbers():
     text = repeats.resolution_note(2100, 0.7293)
     assert "0.048 points" in text and f"{100 * np.sqrt(0.7293 * 0.2707 / 2100):.2f} points" in text
