@@ -246,23 +246,40 @@ def fill_claimed(folder: str | os.PathLike, *, refresh: Callable[[], set[str]],
 
 
 def _end_children(grace_s: float = 3.0) -> None:
-    """Terminate this process's descendants (e.g. notebook kernels), then kill what is left."""
+    """Terminate this process's descendants (e.g. notebook kernels, ``-j`` workers), then kill what is left.
+
+    multiprocessing's own children (a ``-j N`` process pool's workers) are ended and reaped through
+    multiprocessing: if psutil reaped one first, ``Process.is_alive()`` would stay True for ever and the
+    pool's shutdown would spin, so a terminated ``sweep -j 2`` hung instead of exiting. Its resource
+    tracker is left alone: it exits with this process, and killing it only makes it complain.
+    """
     try:
         import psutil
     except ImportError:  # psutil comes with jupyter; without it there are no kernels to end
         return
-    children = psutil.Process().children(recursive=True)
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    pooled = {p.pid: p for p in multiprocessing.active_children() if p.pid is not None}
+    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None)
+    children = [c for c in psutil.Process().children(recursive=True) if c.pid != tracker]
     for child in children:
         try:
             child.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
+    others = [c for c in children if c.pid not in pooled]
+    _, alive = psutil.wait_procs(others, timeout=grace_s)
+    deadline = time.monotonic() + grace_s
+    for proc in pooled.values():
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for child in alive + [c for c in children if c.pid in pooled and pooled[c.pid].is_alive()]:
         try:
             child.kill()
         except psutil.Error:
             pass
+    for proc in pooled.values():
+        proc.join(grace_s)
 
 
 class Terminated(KeyboardInterrupt):

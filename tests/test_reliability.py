@@ -539,6 +539,71 @@ def test_sigterm_ends_child_processes(tmp_path):
         pytest.fail("the child outlived its terminated parent")
 
 
+def test_ending_children_leaves_multiprocessing_able_to_see_them_end():
+    """A ``-j`` worker ended on SIGTERM is reaped by multiprocessing, not by psutil.
+
+    Seen on a full-count ``sweep -j 2``: when psutil reaped a killed pool worker, ``is_alive()`` stayed
+    True for ever, the pool's shutdown spun on it and the terminated sweep hung instead of exiting.
+    """
+    import multiprocessing
+
+    worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    worker.start()
+    try:
+        locks._end_children(grace_s=5.0)
+        worker.join(5)
+        assert not worker.is_alive() and worker.exitcode is not None
+    finally:
+        if worker.exitcode is None:
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:  # reaped behind multiprocessing's back (the bug)
+                pass
+
+
+def test_sigterm_ends_a_process_pool_and_exits(tmp_path):
+    """``sweep -j 2`` terminated while its workers run: it exits with 143 and leaves no worker behind."""
+    script = textwrap.dedent("""
+        import os, sys, time
+        from clapnb.executor import make_executor
+        from clapnb.locks import end_children_on_signal
+
+        def sleeper(flag):
+            open(f"{flag}.{os.getpid()}", "w").close()
+            time.sleep(60)
+
+        if __name__ == "__main__":
+            with end_children_on_signal():
+                try:
+                    with make_executor(2) as ex:
+                        for _, fut in ex.map_unordered(sleeper, [sys.argv[1]] * 4):
+                            fut.result()
+                except KeyboardInterrupt:
+                    sys.exit(143)
+    """)
+    (tmp_path / "pool.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "pool.py"), str(tmp_path / "flag")],
+                              env=_env(), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while len(started := [f for f in tmp_path.iterdir() if f.name.startswith("flag.")]) < 2:
+            assert time.monotonic() < deadline and parent.poll() is None, "the pool workers did not start"
+            time.sleep(0.1)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 143
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    for pid in (int(f.name.rsplit(".", 1)[1]) for f in started):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/stat") as fh:
+            assert fh.read().split()[2] == "Z", f"pool worker {pid} outlived its terminated parent"
+
+
 # --- kinds handled before this module: still one line each -----------------------------------------
 
 @pytest.mark.parametrize("argv, command, words", [
