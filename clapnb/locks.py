@@ -260,7 +260,7 @@ def _end_children(grace_s: float = 3.0) -> None:
     import multiprocessing
     from multiprocessing import resource_tracker
 
-    pooled = {p.pid: p for p in multiprocessing.active_children() if p.pid is not None}
+    pooled = {p.pid: p for p in multiprocessing.active_children()}
     tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None)
     children = [c for c in psutil.Process().children(recursive=True) if c.pid != tracker]
     for child in children:
@@ -268,18 +268,18 @@ def _end_children(grace_s: float = 3.0) -> None:
             child.terminate()
         except psutil.Error:
             pass
-    others = [c for c in children if c.pid not in pooled]
-    _, alive = psutil.wait_procs(others, timeout=grace_s)
-    deadline = time.monotonic() + grace_s
-    for proc in pooled.values():
-        proc.join(max(0.0, deadline - time.monotonic()))
-    for child in alive + [c for c in children if c.pid in pooled and pooled[c.pid].is_alive()]:
+    _, alive = psutil.wait_procs([c for c in children if c.pid not in pooled], timeout=grace_s)
+    for child in alive:
         try:
             child.kill()
         except psutil.Error:
             pass
+    deadline = time.monotonic() + grace_s
     for proc in pooled.values():
-        proc.join(grace_s)
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(grace_s)
 
 
 class Terminated(KeyboardInterrupt):
